@@ -1,0 +1,297 @@
+//! Deny-by-default authorisation.
+//!
+//! Every API operation is an [`Action`] with one fixed [`Requirement`]. There is no path that
+//! authorises without naming an action, and an action not listed here cannot be named, so a
+//! new operation is denied until someone decides who may call it.
+
+use std::collections::HashMap;
+
+use ghaf_core::{PrincipalId, ProjectId, ProjectRole, TenantId, TenantRole, TokenId};
+use ghaf_meta::{PrincipalKind, Project};
+
+use crate::AuthError;
+
+/// What a caller must have to perform an action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// Any authenticated principal of the tenant.
+    Authenticated,
+    /// The platform administrator created at bootstrap.
+    PlatformAdmin,
+    /// A tenant-wide role.
+    TenantRole(TenantRole),
+    /// At least this role on the project named in the request.
+    ProjectRole(ProjectRole),
+}
+
+/// Where an action applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionScope {
+    Platform,
+    Tenant,
+    Project,
+}
+
+macro_rules! actions {
+    ($( $(#[$doc:meta])* $variant:ident => ($name:literal, $requirement:expr, $audited:literal), )*) => {
+        /// An operation of the API. The name is what the audit log records.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Action {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Action {
+            pub const ALL: &'static [Action] = &[$(Action::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Action::$variant => $name,)* }
+            }
+
+            pub fn requirement(self) -> Requirement {
+                match self { $(Action::$variant => $requirement,)* }
+            }
+
+            /// True for actions that change state or read data, which the audit log records
+            /// even when they succeed. Denials of every action are recorded regardless.
+            pub fn audited(self) -> bool {
+                match self { $(Action::$variant => $audited,)* }
+            }
+        }
+    };
+}
+
+use Requirement::{Authenticated, PlatformAdmin};
+
+const TENANT_ADMIN: Requirement = Requirement::TenantRole(TenantRole::TenantAdmin);
+const AUDITOR: Requirement = Requirement::TenantRole(TenantRole::Auditor);
+const PROJECT_VIEWER: Requirement = Requirement::ProjectRole(ProjectRole::Viewer);
+const PROJECT_ADMIN: Requirement = Requirement::ProjectRole(ProjectRole::Admin);
+
+actions! {
+    TenantsList => ("tenants.list", PlatformAdmin, false),
+    TenantsCreate => ("tenants.create", PlatformAdmin, true),
+    /// Shows the caller's own identity and roles.
+    Whoami => ("whoami", Authenticated, false),
+    /// Lists the projects the caller has a role on (all of them for tenant roles).
+    ProjectsList => ("projects.list", Authenticated, false),
+    ProjectsCreate => ("projects.create", TENANT_ADMIN, true),
+    ProjectsGet => ("projects.get", PROJECT_VIEWER, false),
+    ProjectMembersList => ("projects.members.list", PROJECT_ADMIN, false),
+    ProjectMembersGrant => ("projects.members.grant", PROJECT_ADMIN, true),
+    ProjectMembersRevoke => ("projects.members.revoke", PROJECT_ADMIN, true),
+    PrincipalsList => ("principals.list", TENANT_ADMIN, false),
+    PrincipalsCreate => ("principals.create", TENANT_ADMIN, true),
+    PrincipalsGet => ("principals.get", TENANT_ADMIN, false),
+    RoleBindingsList => ("role_bindings.list", TENANT_ADMIN, false),
+    RoleBindingsGrant => ("role_bindings.grant", TENANT_ADMIN, true),
+    RoleBindingsRevoke => ("role_bindings.revoke", TENANT_ADMIN, true),
+    /// Lists the caller's own tokens; tenant admins see every token of the tenant.
+    TokensList => ("tokens.list", Authenticated, false),
+    /// Creates a token for the caller; tenant admins may create one for any principal.
+    TokensCreate => ("tokens.create", Authenticated, true),
+    /// Revokes one of the caller's tokens; tenant admins may revoke any token.
+    TokensRevoke => ("tokens.revoke", Authenticated, true),
+    AuditList => ("audit.list", AUDITOR, true),
+    AuditVerify => ("audit.verify", AUDITOR, true),
+}
+
+impl Action {
+    pub fn scope(self) -> ActionScope {
+        match self.requirement() {
+            PlatformAdmin => ActionScope::Platform,
+            Requirement::ProjectRole(_) => ActionScope::Project,
+            Authenticated | Requirement::TenantRole(_) => ActionScope::Tenant,
+        }
+    }
+}
+
+/// An authenticated caller: who it is, through which token, and what it may do.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub principal: PrincipalId,
+    pub principal_name: String,
+    pub kind: PrincipalKind,
+    pub token: TokenId,
+    pub platform_admin: bool,
+    pub tenant_roles: Vec<TenantRole>,
+    pub project_roles: HashMap<ProjectId, ProjectRole>,
+    /// When set, the token works only on this project.
+    pub token_project: Option<ProjectId>,
+    /// When set, the token never grants more than this project role.
+    pub token_max_role: Option<ProjectRole>,
+}
+
+impl Caller {
+    /// True when the token carries no project or role restriction.
+    fn token_unrestricted(&self) -> bool {
+        self.token_project.is_none() && self.token_max_role.is_none()
+    }
+
+    /// Returns true when the caller holds the tenant role through an unrestricted token.
+    pub fn has_tenant_role(&self, role: TenantRole) -> bool {
+        self.token_unrestricted() && self.tenant_roles.contains(&role)
+    }
+
+    pub fn is_tenant_admin(&self) -> bool {
+        self.has_tenant_role(TenantRole::TenantAdmin)
+    }
+
+    /// Returns the caller's effective role on a project: the highest of its bindings (admin
+    /// for tenant admins), capped by the token's restrictions.
+    pub fn project_role(&self, project: &ProjectId) -> Option<ProjectRole> {
+        if self
+            .token_project
+            .as_ref()
+            .is_some_and(|only| only != project)
+        {
+            return None;
+        }
+        let role = if self.tenant_roles.contains(&TenantRole::TenantAdmin) {
+            Some(ProjectRole::Admin)
+        } else {
+            self.project_roles.get(project).copied()
+        };
+        match (role, self.token_max_role) {
+            (Some(role), Some(cap)) => Some(role.min(cap)),
+            (role, _) => role,
+        }
+    }
+
+    /// Returns true when the project should appear to the caller at all; other projects
+    /// are reported as not found.
+    pub fn can_see_project(&self, project: &ProjectId) -> bool {
+        self.project_role(project).is_some()
+            || (self.token_unrestricted() && self.tenant_roles.contains(&TenantRole::Auditor))
+    }
+
+    /// Authorises an action that is not about one project.
+    pub fn authorize(&self, action: Action) -> Result<(), AuthError> {
+        let denied = |needs: String| AuthError::PermissionDenied {
+            action: action.name(),
+            needs,
+        };
+        match action.requirement() {
+            Authenticated => Ok(()),
+            PlatformAdmin if self.platform_admin && self.token_unrestricted() => Ok(()),
+            PlatformAdmin => Err(denied("the platform administrator".into())),
+            Requirement::TenantRole(role) if self.has_tenant_role(role) => Ok(()),
+            Requirement::TenantRole(role) => Err(denied(format!(
+                "the tenant role {} through a token without project or role restriction",
+                ghaf_core::Role::from_tenant_role(role)
+            ))),
+            Requirement::ProjectRole(_) => Err(denied("a project in the request".into())),
+        }
+    }
+
+    /// Authorises an action on a project of the caller's tenant. A caller without any
+    /// role on the project gets `NotFound`, so a project's existence never leaks.
+    pub fn authorize_project(&self, action: Action, project: &Project) -> Result<(), AuthError> {
+        if project.tenant != self.tenant || !self.can_see_project(&project.id) {
+            return Err(AuthError::NotFound {
+                what: "project",
+                name: project.name.clone(),
+            });
+        }
+        match action.requirement() {
+            Requirement::ProjectRole(needed) => match self.project_role(&project.id) {
+                Some(role) if role >= needed => Ok(()),
+                _ => Err(AuthError::PermissionDenied {
+                    action: action.name(),
+                    needs: format!(
+                        "the role {} or higher on project {}",
+                        ghaf_core::Role::from(needed),
+                        project.name
+                    ),
+                }),
+            },
+            _ => self.authorize(action),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller() -> Caller {
+        Caller {
+            tenant: TenantId::from_stored("acme"),
+            principal: PrincipalId::from_stored("p"),
+            principal_name: "alice".into(),
+            kind: PrincipalKind::User,
+            token: TokenId::from_stored("t"),
+            platform_admin: false,
+            tenant_roles: vec![],
+            project_roles: HashMap::new(),
+            token_project: None,
+            token_max_role: None,
+        }
+    }
+
+    fn project(id: &str, tenant: &str) -> Project {
+        Project {
+            id: ProjectId::from_stored(id),
+            tenant: TenantId::from_stored(tenant),
+            name: id.into(),
+            description: String::new(),
+            created_at: 0,
+            created_by: String::new(),
+        }
+    }
+
+    #[test]
+    fn action_names_are_unique() {
+        let mut names = std::collections::HashSet::new();
+        for action in Action::ALL {
+            assert!(names.insert(action.name()), "duplicate {}", action.name());
+        }
+    }
+
+    #[test]
+    fn no_role_means_not_found() {
+        let error = caller()
+            .authorize_project(Action::ProjectsGet, &project("p1", "acme"))
+            .unwrap_err();
+        assert!(matches!(error, AuthError::NotFound { .. }));
+    }
+
+    #[test]
+    fn other_tenant_project_is_not_found_even_for_admin() {
+        let mut admin = caller();
+        admin.tenant_roles.push(TenantRole::TenantAdmin);
+        let error = admin
+            .authorize_project(Action::ProjectsGet, &project("p1", "beta"))
+            .unwrap_err();
+        assert!(matches!(error, AuthError::NotFound { .. }));
+    }
+
+    #[test]
+    fn insufficient_role_is_denied() {
+        let mut viewer = caller();
+        viewer
+            .project_roles
+            .insert(ProjectId::from_stored("p1"), ProjectRole::Viewer);
+        let p1 = project("p1", "acme");
+        assert!(viewer.authorize_project(Action::ProjectsGet, &p1).is_ok());
+        let error = viewer
+            .authorize_project(Action::ProjectMembersGrant, &p1)
+            .unwrap_err();
+        assert!(matches!(error, AuthError::PermissionDenied { .. }));
+    }
+
+    #[test]
+    fn token_restrictions_cap_roles() {
+        let mut admin = caller();
+        admin.tenant_roles.push(TenantRole::TenantAdmin);
+        admin.token_max_role = Some(ProjectRole::Viewer);
+        let p1 = project("p1", "acme");
+        assert_eq!(admin.project_role(&p1.id), Some(ProjectRole::Viewer));
+        assert!(admin.authorize(Action::ProjectsCreate).is_err());
+
+        admin.token_max_role = None;
+        admin.token_project = Some(ProjectId::from_stored("p2"));
+        assert_eq!(admin.project_role(&p1.id), None);
+        assert!(admin.authorize_project(Action::ProjectsGet, &p1).is_err());
+    }
+}

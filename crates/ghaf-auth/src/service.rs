@@ -1,0 +1,490 @@
+//! Tenancy operations: bootstrap, authentication, projects, principals, tokens and role
+//! grants. Transports call these after [`Caller::authorize`]; the checks here are the ones
+//! that depend on the request's content (whose token, which project).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ghaf_core::{Name, ProjectRole, Role, TenantId, TenantRole, TokenId, UnixMillis};
+use ghaf_meta::{
+    MetaError, MetaStore, NewPrincipal, Principal, PrincipalKind, Project, RoleBinding,
+    StoredToken, Tenant,
+};
+
+use crate::policy::Caller;
+use crate::{AuthError, token};
+
+/// What bootstrap created on an empty store.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub tenant: Tenant,
+    pub project: Project,
+    pub admin: Principal,
+    /// The admin token, shown once and never stored.
+    pub token: IssuedToken,
+}
+
+/// A freshly created token. `secret` is the full token string; it is returned once.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub stored: StoredToken,
+    pub secret: String,
+}
+
+/// Parameters of a new API token.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// Name of the principal that will own the token; the caller when `None`.
+    pub principal: Option<String>,
+    /// A label for the token, such as `laptop` or `ci`.
+    pub name: String,
+    /// Restricts the token to one project, by name.
+    pub project: Option<String>,
+    /// Caps the project role the token can use.
+    pub max_role: Option<ProjectRole>,
+    /// Lifetime in seconds; the token never expires when `None`.
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// Longest lifetime a token can be given: ten years, in seconds.
+pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// Tenancy and identity operations over a [`MetaStore`].
+#[derive(Clone)]
+pub struct TenancyService {
+    store: Arc<dyn MetaStore>,
+}
+
+impl TenancyService {
+    pub fn new(store: Arc<dyn MetaStore>) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.store
+    }
+
+    /// Creates the first tenant, its admin (also the platform administrator) and a project
+    /// when the store has no tenant yet; returns `None` when it already has one.
+    pub async fn bootstrap(
+        &self,
+        tenant: &Name,
+        project: &Name,
+        admin: &Name,
+    ) -> Result<Option<Bootstrap>, AuthError> {
+        if !self.store.list_tenants().await?.is_empty() {
+            return Ok(None);
+        }
+        let tenant_id = TenantId::new(tenant.clone());
+        let tenant = match self.store.create_tenant(&tenant_id, tenant.as_str()).await {
+            Ok(tenant) => tenant,
+            // Another replica bootstrapped at the same moment.
+            Err(MetaError::AlreadyExists { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let (admin, token) = self.create_tenant_admin(&tenant_id, admin, true).await?;
+        let project = self
+            .store
+            .create_project(&tenant_id, project, "Created at bootstrap", &admin.id)
+            .await?;
+        Ok(Some(Bootstrap {
+            tenant,
+            project,
+            admin,
+            token,
+        }))
+    }
+
+    /// Creates a tenant with an admin principal named `admin` and returns the admin's first
+    /// token. Only the platform administrator calls this.
+    pub async fn create_tenant(
+        &self,
+        caller: &Caller,
+        name: &Name,
+        display_name: &str,
+        admin: &Name,
+    ) -> Result<(Tenant, Principal, IssuedToken), AuthError> {
+        let tenant_id = TenantId::new(name.clone());
+        let tenant = self.store.create_tenant(&tenant_id, display_name).await?;
+        let (principal, token) = self.create_tenant_admin(&tenant_id, admin, false).await?;
+        tracing::info!(tenant = %tenant_id, by = %caller.principal, "created tenant");
+        Ok((tenant, principal, token))
+    }
+
+    async fn create_tenant_admin(
+        &self,
+        tenant: &TenantId,
+        name: &Name,
+        platform_admin: bool,
+    ) -> Result<(Principal, IssuedToken), AuthError> {
+        let admin = self
+            .store
+            .create_principal(
+                tenant,
+                &NewPrincipal {
+                    kind: PrincipalKind::User,
+                    name: name.clone(),
+                    email: None,
+                    platform_admin,
+                },
+            )
+            .await?;
+        for role in [Role::TenantAdmin, Role::Auditor] {
+            self.store
+                .grant_role(&RoleBinding {
+                    tenant: tenant.clone(),
+                    principal: admin.id.clone(),
+                    project: None,
+                    role,
+                    created_at: ghaf_core::now_millis(),
+                    created_by: "bootstrap".into(),
+                })
+                .await?;
+        }
+        let token = self
+            .store_new_token(&admin, "bootstrap", None, None, None, "bootstrap")
+            .await?;
+        Ok((admin, token))
+    }
+
+    /// Resolves a bearer token to a [`Caller`], checking shape, secret, revocation, expiry
+    /// and that the principal is enabled.
+    pub async fn authenticate(&self, presented: &str) -> Result<Caller, AuthError> {
+        let parsed = token::parse(presented).ok_or(AuthError::InvalidToken)?;
+        let stored = self
+            .store
+            .find_token_for_authentication(&parsed.id)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        if !token::secret_matches(&parsed.secret, &stored.secret_hash) {
+            return Err(AuthError::InvalidToken);
+        }
+        if stored.revoked_at.is_some() {
+            return Err(AuthError::TokenRevoked {
+                token_id: stored.id.to_string(),
+            });
+        }
+        if let Some(expires_at) = stored.expires_at
+            && expires_at <= ghaf_core::now_millis()
+        {
+            return Err(AuthError::TokenExpired {
+                token_id: stored.id.to_string(),
+                expired_at: ghaf_core::format_millis(expires_at),
+            });
+        }
+        let principal = self
+            .store
+            .get_principal(&stored.tenant, &stored.principal)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        if principal.disabled {
+            return Err(AuthError::PrincipalDisabled {
+                principal: principal.name,
+            });
+        }
+
+        let bindings = self
+            .store
+            .list_role_bindings(&stored.tenant, Some(&principal.id))
+            .await?;
+        let mut tenant_roles = Vec::new();
+        let mut project_roles = HashMap::new();
+        for binding in bindings {
+            match (
+                binding.project,
+                binding.role.tenant_role(),
+                binding.role.project_role(),
+            ) {
+                (None, Some(role), _) => tenant_roles.push(role),
+                (Some(project), _, Some(role)) => {
+                    let entry = project_roles.entry(project).or_insert(role);
+                    *entry = (*entry).max(role);
+                }
+                // A tenant role bound to a project, or a project role bound tenant-wide,
+                // is never written by Ghaf; ignore it rather than widen access.
+                _ => {}
+            }
+        }
+        Ok(Caller {
+            tenant: stored.tenant,
+            principal: principal.id,
+            principal_name: principal.name,
+            kind: principal.kind,
+            token: stored.id,
+            platform_admin: principal.platform_admin,
+            tenant_roles,
+            project_roles,
+            token_project: stored.project,
+            token_max_role: stored.max_role.and_then(Role::project_role),
+        })
+    }
+
+    /// Finds a project of the caller's tenant by name; `NotFound` when it does not exist or
+    /// the caller may not see it.
+    pub async fn visible_project(&self, caller: &Caller, name: &str) -> Result<Project, AuthError> {
+        let not_found = || AuthError::NotFound {
+            what: "project",
+            name: name.to_owned(),
+        };
+        let project = self
+            .store
+            .get_project_by_name(&caller.tenant, name)
+            .await?
+            .ok_or_else(not_found)?;
+        if !caller.can_see_project(&project.id) {
+            return Err(not_found());
+        }
+        Ok(project)
+    }
+
+    /// Lists the projects the caller can see, by name.
+    pub async fn list_projects(&self, caller: &Caller) -> Result<Vec<Project>, AuthError> {
+        let projects = self.store.list_projects(&caller.tenant).await?;
+        Ok(projects
+            .into_iter()
+            .filter(|project| caller.can_see_project(&project.id))
+            .collect())
+    }
+
+    pub async fn create_project(
+        &self,
+        caller: &Caller,
+        name: &Name,
+        description: &str,
+    ) -> Result<Project, AuthError> {
+        Ok(self
+            .store
+            .create_project(&caller.tenant, name, description, &caller.principal)
+            .await?)
+    }
+
+    pub async fn create_principal(
+        &self,
+        caller: &Caller,
+        kind: PrincipalKind,
+        name: &Name,
+        email: Option<String>,
+    ) -> Result<Principal, AuthError> {
+        let new = NewPrincipal {
+            kind,
+            name: name.clone(),
+            email,
+            platform_admin: false,
+        };
+        Ok(self.store.create_principal(&caller.tenant, &new).await?)
+    }
+
+    /// Finds a principal of the caller's tenant by name.
+    pub async fn principal_by_name(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<Principal, AuthError> {
+        self.store
+            .get_principal_by_name(&caller.tenant, name)
+            .await?
+            .ok_or_else(|| AuthError::NotFound {
+                what: "principal",
+                name: name.to_owned(),
+            })
+    }
+
+    /// Issues a token. A caller may issue tokens for itself; only tenant admins may issue
+    /// them for other principals. A restricted caller token can only issue tokens that are
+    /// at least as restricted, so a token can never mint a stronger one.
+    pub async fn issue_token(
+        &self,
+        caller: &Caller,
+        request: &TokenRequest,
+    ) -> Result<IssuedToken, AuthError> {
+        let owner = match &request.principal {
+            Some(name) if name != &caller.principal_name => {
+                if !caller.is_tenant_admin() {
+                    return Err(AuthError::PermissionDenied {
+                        action: "tokens.create",
+                        needs:
+                            "the tenant role tenant_admin to create tokens for another principal"
+                                .into(),
+                    });
+                }
+                self.principal_by_name(caller, name).await?
+            }
+            _ => self
+                .store
+                .get_principal(&caller.tenant, &caller.principal)
+                .await?
+                .ok_or(AuthError::InvalidToken)?,
+        };
+
+        let project = match &request.project {
+            Some(name) => Some(self.visible_project(caller, name).await?.id),
+            None => None,
+        };
+        let project = match (&caller.token_project, project) {
+            (Some(only), None) => Some(only.clone()),
+            (Some(only), Some(requested)) if &requested != only => {
+                return Err(AuthError::PermissionDenied {
+                    action: "tokens.create",
+                    needs: "a token that is not restricted to another project".into(),
+                });
+            }
+            (_, project) => project,
+        };
+        let max_role = match (caller.token_max_role, request.max_role) {
+            (Some(cap), None) => Some(cap),
+            (Some(cap), Some(requested)) => Some(requested.min(cap)),
+            (None, requested) => requested,
+        };
+
+        if let Some(seconds) = request.expires_in_seconds
+            && (seconds == 0 || seconds > MAX_TOKEN_LIFETIME_SECONDS)
+        {
+            return Err(AuthError::InvalidArgument {
+                field: "expires_in_seconds",
+                message: format!(
+                    "{seconds} is out of range; use 1 to {MAX_TOKEN_LIFETIME_SECONDS} seconds, or omit it for a token that does not expire"
+                ),
+            });
+        }
+        let expires_at = request.expires_in_seconds.map(|seconds| {
+            ghaf_core::now_millis().saturating_add(
+                i64::try_from(seconds)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            )
+        });
+        self.store_new_token(
+            &owner,
+            &request.name,
+            project,
+            max_role,
+            expires_at,
+            caller.principal.as_str(),
+        )
+        .await
+    }
+
+    async fn store_new_token(
+        &self,
+        owner: &Principal,
+        name: &str,
+        project: Option<ghaf_core::ProjectId>,
+        max_role: Option<ProjectRole>,
+        expires_at: Option<UnixMillis>,
+        created_by: &str,
+    ) -> Result<IssuedToken, AuthError> {
+        let (id, secret, secret_hash) = token::generate();
+        let stored = StoredToken {
+            id,
+            tenant: owner.tenant.clone(),
+            principal: owner.id.clone(),
+            name: name.to_owned(),
+            secret_hash,
+            project,
+            max_role: max_role.map(Role::from),
+            created_at: ghaf_core::now_millis(),
+            created_by: created_by.to_owned(),
+            expires_at,
+            revoked_at: None,
+        };
+        self.store.create_token(&stored).await?;
+        Ok(IssuedToken { stored, secret })
+    }
+
+    /// Lists tokens: the caller's own, or every token of the tenant for tenant admins.
+    pub async fn list_tokens(&self, caller: &Caller) -> Result<Vec<StoredToken>, AuthError> {
+        let principal = (!caller.is_tenant_admin()).then_some(&caller.principal);
+        Ok(self.store.list_tokens(&caller.tenant, principal).await?)
+    }
+
+    /// Revokes a token of the caller, or any token of the tenant for tenant admins. Another
+    /// principal's token is `NotFound` to a caller that may not revoke it.
+    pub async fn revoke_token(&self, caller: &Caller, id: &str) -> Result<StoredToken, AuthError> {
+        let not_found = || AuthError::NotFound {
+            what: "token",
+            name: id.to_owned(),
+        };
+        let token_id = TokenId::from_stored(id);
+        let stored = self
+            .store
+            .get_token(&caller.tenant, &token_id)
+            .await?
+            .ok_or_else(not_found)?;
+        if stored.principal != caller.principal && !caller.is_tenant_admin() {
+            return Err(not_found());
+        }
+        self.store
+            .revoke_token(&caller.tenant, &token_id, ghaf_core::now_millis())
+            .await?;
+        self.store
+            .get_token(&caller.tenant, &token_id)
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    /// Grants a role to a principal of the caller's tenant. Project roles need a project;
+    /// tenant roles must not have one.
+    pub async fn grant_role(
+        &self,
+        caller: &Caller,
+        principal: &Principal,
+        project: Option<&Project>,
+        role: Role,
+    ) -> Result<RoleBinding, AuthError> {
+        check_role_scope(role, project.is_some())?;
+        let binding = RoleBinding {
+            tenant: caller.tenant.clone(),
+            principal: principal.id.clone(),
+            project: project.map(|p| p.id.clone()),
+            role,
+            created_at: ghaf_core::now_millis(),
+            created_by: caller.principal.to_string(),
+        };
+        self.store.grant_role(&binding).await?;
+        Ok(binding)
+    }
+
+    /// Revokes a role; `NotFound` when the principal did not have it.
+    pub async fn revoke_role(
+        &self,
+        caller: &Caller,
+        principal: &Principal,
+        project: Option<&Project>,
+        role: Role,
+    ) -> Result<(), AuthError> {
+        check_role_scope(role, project.is_some())?;
+        let removed = self
+            .store
+            .revoke_role(&caller.tenant, &principal.id, project.map(|p| &p.id), role)
+            .await?;
+        if !removed {
+            return Err(AuthError::NotFound {
+                what: "role binding",
+                name: format!("{}:{role}", principal.name),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_role_scope(role: Role, has_project: bool) -> Result<(), AuthError> {
+    match (role.project_role().is_some(), has_project) {
+        (true, true) | (false, false) => Ok(()),
+        (true, false) => Err(AuthError::InvalidArgument {
+            field: "project",
+            message: format!("the project role {role} needs a project; name one"),
+        }),
+        (false, true) => Err(AuthError::InvalidArgument {
+            field: "project",
+            message: format!("{role} is a tenant-wide role; grant it without a project"),
+        }),
+    }
+}
+
+/// Returns the tenant roles as strings, for display.
+pub fn tenant_role_names(roles: &[TenantRole]) -> Vec<String> {
+    roles
+        .iter()
+        .map(|role| Role::from_tenant_role(*role).to_string())
+        .collect()
+}

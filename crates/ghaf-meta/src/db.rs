@@ -1,0 +1,145 @@
+//! Connection pool and SQL dialect handling.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, AssertSqlSafe, Executor};
+
+use crate::MetaError;
+
+/// The SQL dialect behind a [`Db`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection pool to the metadata database and its dialect.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+static INSTALL_DRIVERS: Once = Once::new();
+
+impl Db {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`) and applies pending migrations.
+    ///
+    /// SQLite databases are created when missing and opened in WAL mode with a 5 s busy
+    /// timeout and foreign keys on.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, MetaError> {
+        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(MetaError::UnsupportedUrl {
+                url: redact_url(url),
+            });
+        };
+
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{separator}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10));
+        if dialect == Dialect::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect_with(options).await?;
+        let db = Self { pool, dialect };
+        crate::migrate::apply(&db).await?;
+        Ok(db)
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Prepares a statement written with `?` placeholders for this dialect: PostgreSQL gets
+    /// `$1, $2, …`, SQLite takes `?` as written.
+    ///
+    /// Callers pass statements assembled from fixed fragments only, never from input; all
+    /// values are bound parameters. Statements never contain a literal `?` inside a string,
+    /// so a plain scan is enough.
+    pub fn sql(&self, statement: &str) -> AssertSqlSafe<String> {
+        AssertSqlSafe(self.placeholders(statement).into_owned())
+    }
+
+    fn placeholders<'a>(&self, statement: &'a str) -> Cow<'a, str> {
+        match self.dialect {
+            Dialect::Sqlite => Cow::Borrowed(statement),
+            Dialect::Postgres => {
+                let mut out = String::with_capacity(statement.len() + 8);
+                let mut index = 0;
+                for ch in statement.chars() {
+                    if ch == '?' {
+                        index += 1;
+                        out.push('$');
+                        out.push_str(&index.to_string());
+                    } else {
+                        out.push(ch);
+                    }
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Removes the password from a database URL before it appears in a message or log.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_password() {
+        assert_eq!(
+            redact_url("postgres://ghaf:secret@db:5432/ghaf"),
+            "postgres://ghaf:***@db:5432/ghaf"
+        );
+        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+}

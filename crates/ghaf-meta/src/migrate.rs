@@ -1,0 +1,110 @@
+//! Versioned schema migrations, applied in order when a [`Db`] connects.
+//!
+//! Each migration has one script per dialect (often the same text). Applied versions are
+//! recorded in `ghaf_migrations`; on PostgreSQL an advisory lock keeps two replicas that start
+//! together from applying the same migration twice.
+
+use sqlx::{AssertSqlSafe, Executor, Row};
+
+use crate::{Db, Dialect, MetaError};
+
+/// One schema migration.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+/// Every migration, in the order it is applied. Append only: never edit a released entry.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sqlite: include_str!("../migrations/0001_foundation.sql"),
+        postgres: include_str!("../migrations/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "audit_append_only",
+        sqlite: include_str!("../migrations/0002_audit_append_only.sqlite.sql"),
+        postgres: include_str!("../migrations/0002_audit_append_only.postgres.sql"),
+    },
+];
+
+/// Arbitrary constant naming Ghaf's migration lock among PostgreSQL advisory locks.
+const PG_MIGRATION_LOCK: i64 = 0x6768_6166_6d69_67;
+
+pub(crate) async fn apply(db: &Db) -> Result<(), MetaError> {
+    let mut conn = db.pool().acquire().await?;
+    if db.dialect() == Dialect::Postgres {
+        conn.execute(AssertSqlSafe(format!(
+            "SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"
+        )))
+        .await?;
+    }
+    let result = apply_pending(db, &mut conn).await;
+    if db.dialect() == Dialect::Postgres {
+        conn.execute(AssertSqlSafe(format!(
+            "SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})"
+        )))
+        .await?;
+    }
+    result
+}
+
+async fn apply_pending(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<(), MetaError> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS ghaf_migrations (\
+         version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let rows = sqlx::query("SELECT version FROM ghaf_migrations")
+        .fetch_all(&mut *conn)
+        .await?;
+    let applied: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    if let Some(&found) = applied.iter().max()
+        && found > known
+    {
+        return Err(MetaError::SchemaTooNew { found, known });
+    }
+
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        let script = match db.dialect() {
+            Dialect::Sqlite => migration.sqlite,
+            Dialect::Postgres => migration.postgres,
+        };
+        let wrap = |source| MetaError::Migration {
+            version: migration.version,
+            name: migration.name,
+            source,
+        };
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::raw_sql(script)
+            .execute(&mut *tx)
+            .await
+            .map_err(wrap)?;
+        sqlx::query(
+            db.sql("INSERT INTO ghaf_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
+        )
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(ghaf_core::now_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(wrap)?;
+        tx.commit().await?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied metadata migration"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,746 @@
+//! [`MetaStore`] on SQLite or PostgreSQL through one SQL implementation.
+
+use async_trait::async_trait;
+use ghaf_core::audit::{self, AuditEntry, AuditOutcome, NewAuditEntry};
+use ghaf_core::{Name, PrincipalId, ProjectId, Role, TenantId, TokenId, UnixMillis};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::Mutex;
+
+use crate::error::is_unique_violation;
+use crate::store::*;
+use crate::{Db, Dialect, MetaError};
+
+/// How many times an audit append is retried when another replica appended to the same chain
+/// at the same moment.
+const AUDIT_APPEND_ATTEMPTS: u32 = 8;
+
+/// The SQL implementation of [`MetaStore`].
+pub struct SqlMetaStore {
+    db: Db,
+    /// Key that seals audit chain heads (HMAC-SHA-256).
+    audit_key: Vec<u8>,
+    /// Serialises audit appends within this process, so they never race each other; appends
+    /// from other processes are resolved by the optimistic head update.
+    audit_lock: Mutex<()>,
+}
+
+impl SqlMetaStore {
+    pub fn new(db: Db, audit_key: Vec<u8>) -> Self {
+        Self {
+            db,
+            audit_key,
+            audit_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, MetaError> {
+        // SQLite: take the write lock at the start, so the read of the chain head cannot go
+        // stale before the write (a deferred transaction would fail with SQLITE_BUSY instead).
+        let tx = match self.db.dialect() {
+            Dialect::Sqlite => self.db.pool().begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.db.pool().begin().await?,
+        };
+        Ok(tx)
+    }
+
+    async fn try_append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let head_query = match self.db.dialect() {
+            Dialect::Sqlite => "SELECT seq, hash FROM audit_heads WHERE tenant_id = ?",
+            Dialect::Postgres => "SELECT seq, hash FROM audit_heads WHERE tenant_id = ? FOR UPDATE",
+        };
+        let head = sqlx::query(self.db.sql(head_query))
+            .bind(&entry.tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (prev_seq, prev_hash) = match &head {
+            Some(row) => {
+                let seq: i64 = row.try_get(0)?;
+                let hash: String = row.try_get(1)?;
+                let bytes = audit::decode_hash(&hash).ok_or_else(|| MetaError::Corrupt {
+                    what: "audit chain head",
+                    message: format!(
+                        "tenant {}: hash {hash:?} is not 64 hex digits",
+                        entry.tenant
+                    ),
+                })?;
+                (seq, bytes)
+            }
+            None => (0, audit::GENESIS_HASH),
+        };
+
+        let seq = prev_seq + 1;
+        let hash = hex::encode(audit::chain_hash(&prev_hash, seq, entry));
+        let details = entry.details.to_string();
+        sqlx::query(self.db.sql(
+            "INSERT INTO audit_log (tenant_id, seq, actor, action, resource, outcome, status, \
+             request_id, time, details, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&entry.tenant)
+        .bind(seq)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.resource)
+        .bind(entry.outcome.as_str())
+        .bind(i64::from(entry.status))
+        .bind(&entry.request_id)
+        .bind(entry.time)
+        .bind(&details)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+
+        let mac = audit::head_mac(&self.audit_key, &entry.tenant, seq, &hash);
+        if head.is_some() {
+            let moved = sqlx::query(self.db.sql(
+                "UPDATE audit_heads SET seq = ?, hash = ?, mac = ? WHERE tenant_id = ? AND seq = ?",
+            ))
+            .bind(seq)
+            .bind(&hash)
+            .bind(&mac)
+            .bind(&entry.tenant)
+            .bind(prev_seq)
+            .execute(&mut *tx)
+            .await?;
+            if moved.rows_affected() != 1 {
+                return Err(MetaError::Conflict {
+                    what: "audit chain",
+                    name: entry.tenant.clone(),
+                });
+            }
+        } else {
+            sqlx::query(
+                self.db
+                    .sql("INSERT INTO audit_heads (tenant_id, seq, hash, mac) VALUES (?, ?, ?, ?)"),
+            )
+            .bind(&entry.tenant)
+            .bind(seq)
+            .bind(&hash)
+            .bind(&mac)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+
+        Ok(AuditEntry {
+            seq,
+            tenant: entry.tenant.clone(),
+            actor: entry.actor.clone(),
+            action: entry.action.clone(),
+            resource: entry.resource.clone(),
+            outcome: entry.outcome,
+            status: entry.status,
+            request_id: entry.request_id.clone(),
+            time: entry.time,
+            details: entry.details.clone(),
+            hash,
+        })
+    }
+}
+
+fn unique_to_exists(what: &'static str, name: &str) -> impl FnOnce(sqlx::Error) -> MetaError {
+    let name = name.to_owned();
+    move |error| {
+        if is_unique_violation(&error) {
+            MetaError::AlreadyExists { what, name }
+        } else {
+            MetaError::Database(error)
+        }
+    }
+}
+
+fn tenant_from_row(row: &AnyRow) -> Result<Tenant, MetaError> {
+    Ok(Tenant {
+        id: TenantId::from_stored(row.try_get::<String, _>("id")?),
+        display_name: row.try_get("display_name")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn project_from_row(row: &AnyRow) -> Result<Project, MetaError> {
+    Ok(Project {
+        id: ProjectId::from_stored(row.try_get::<String, _>("id")?),
+        tenant: TenantId::from_stored(row.try_get::<String, _>("tenant_id")?),
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+fn principal_from_row(row: &AnyRow) -> Result<Principal, MetaError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(Principal {
+        id: PrincipalId::from_stored(row.try_get::<String, _>("id")?),
+        tenant: TenantId::from_stored(row.try_get::<String, _>("tenant_id")?),
+        kind: PrincipalKind::parse(&kind).ok_or_else(|| MetaError::Corrupt {
+            what: "principal kind",
+            message: format!("unknown kind {kind:?}"),
+        })?,
+        name: row.try_get("name")?,
+        email: row.try_get("email")?,
+        platform_admin: row.try_get::<i64, _>("platform_admin")? != 0,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn parse_role(value: &str) -> Result<Role, MetaError> {
+    value.parse().map_err(|message| MetaError::Corrupt {
+        what: "role",
+        message,
+    })
+}
+
+fn binding_from_row(row: &AnyRow) -> Result<RoleBinding, MetaError> {
+    let project: String = row.try_get("project_id")?;
+    let role: String = row.try_get("role")?;
+    Ok(RoleBinding {
+        tenant: TenantId::from_stored(row.try_get::<String, _>("tenant_id")?),
+        principal: PrincipalId::from_stored(row.try_get::<String, _>("principal_id")?),
+        project: (!project.is_empty()).then(|| ProjectId::from_stored(project)),
+        role: parse_role(&role)?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+fn token_from_row(row: &AnyRow) -> Result<StoredToken, MetaError> {
+    let max_role: Option<String> = row.try_get("max_role")?;
+    Ok(StoredToken {
+        id: TokenId::from_stored(row.try_get::<String, _>("id")?),
+        tenant: TenantId::from_stored(row.try_get::<String, _>("tenant_id")?),
+        principal: PrincipalId::from_stored(row.try_get::<String, _>("principal_id")?),
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        project: row
+            .try_get::<Option<String>, _>("project_id")?
+            .map(ProjectId::from_stored),
+        max_role: max_role.as_deref().map(parse_role).transpose()?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn audit_from_row(row: &AnyRow) -> Result<AuditEntry, MetaError> {
+    let outcome: String = row.try_get("outcome")?;
+    let details: String = row.try_get("details")?;
+    let status: i64 = row.try_get("status")?;
+    Ok(AuditEntry {
+        seq: row.try_get("seq")?,
+        tenant: row.try_get("tenant_id")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        resource: row.try_get("resource")?,
+        // A tampered value must still load, so that verification can report it; an
+        // unknown outcome or unparsable details become values the hash check rejects.
+        outcome: AuditOutcome::parse(&outcome).unwrap_or(AuditOutcome::Failed),
+        status: u16::try_from(status).unwrap_or(u16::MAX),
+        request_id: row.try_get("request_id")?,
+        time: row.try_get("time")?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+        hash: row.try_get("hash")?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "id, tenant_id, principal_id, name, secret_hash, project_id, \
+    max_role, created_at, created_by, expires_at, revoked_at";
+const AUDIT_COLUMNS: &str = "tenant_id, seq, actor, action, resource, outcome, status, \
+    request_id, time, details, hash";
+
+#[async_trait]
+impl MetaStore for SqlMetaStore {
+    async fn ping(&self) -> Result<(), MetaError> {
+        sqlx::query("SELECT 1").execute(self.db.pool()).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, id: &TenantId, display_name: &str) -> Result<Tenant, MetaError> {
+        let tenant = Tenant {
+            id: id.clone(),
+            display_name: display_name.to_owned(),
+            created_at: ghaf_core::now_millis(),
+        };
+        sqlx::query(
+            self.db
+                .sql("INSERT INTO tenants (id, display_name, created_at) VALUES (?, ?, ?)"),
+        )
+        .bind(tenant.id.as_str())
+        .bind(&tenant.display_name)
+        .bind(tenant.created_at)
+        .execute(self.db.pool())
+        .await
+        .map_err(unique_to_exists("tenant", id.as_str()))?;
+        Ok(tenant)
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, MetaError> {
+        let row = sqlx::query(
+            self.db
+                .sql("SELECT id, display_name, created_at FROM tenants WHERE id = ?"),
+        )
+        .bind(id.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, MetaError> {
+        let rows = sqlx::query("SELECT id, display_name, created_at FROM tenants ORDER BY id")
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn create_project(
+        &self,
+        tenant: &TenantId,
+        name: &Name,
+        description: &str,
+        created_by: &PrincipalId,
+    ) -> Result<Project, MetaError> {
+        let project = Project {
+            id: ProjectId::generate(),
+            tenant: tenant.clone(),
+            name: name.as_str().to_owned(),
+            description: description.to_owned(),
+            created_at: ghaf_core::now_millis(),
+            created_by: created_by.as_str().to_owned(),
+        };
+        sqlx::query(self.db.sql(
+            "INSERT INTO projects (id, tenant_id, name, description, created_at, created_by) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(project.id.as_str())
+        .bind(tenant.as_str())
+        .bind(&project.name)
+        .bind(&project.description)
+        .bind(project.created_at)
+        .bind(&project.created_by)
+        .execute(self.db.pool())
+        .await
+        .map_err(unique_to_exists("project", name.as_str()))?;
+        Ok(project)
+    }
+
+    async fn get_project_by_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<Project>, MetaError> {
+        let row = sqlx::query(self.db.sql(
+            "SELECT id, tenant_id, name, description, created_at, created_by FROM projects \
+             WHERE tenant_id = ? AND name = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    async fn get_project(
+        &self,
+        tenant: &TenantId,
+        id: &ProjectId,
+    ) -> Result<Option<Project>, MetaError> {
+        let row = sqlx::query(self.db.sql(
+            "SELECT id, tenant_id, name, description, created_at, created_by FROM projects \
+             WHERE tenant_id = ? AND id = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    async fn list_projects(&self, tenant: &TenantId) -> Result<Vec<Project>, MetaError> {
+        let rows = sqlx::query(self.db.sql(
+            "SELECT id, tenant_id, name, description, created_at, created_by FROM projects \
+             WHERE tenant_id = ? ORDER BY name",
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
+    async fn create_principal(
+        &self,
+        tenant: &TenantId,
+        new: &NewPrincipal,
+    ) -> Result<Principal, MetaError> {
+        let principal = Principal {
+            id: PrincipalId::generate(),
+            tenant: tenant.clone(),
+            kind: new.kind,
+            name: new.name.as_str().to_owned(),
+            email: new.email.clone(),
+            platform_admin: new.platform_admin,
+            disabled: false,
+            created_at: ghaf_core::now_millis(),
+        };
+        sqlx::query(self.db.sql(
+            "INSERT INTO principals (id, tenant_id, kind, name, email, platform_admin, disabled, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+        ))
+        .bind(principal.id.as_str())
+        .bind(tenant.as_str())
+        .bind(principal.kind.as_str())
+        .bind(&principal.name)
+        .bind(principal.email.clone())
+        .bind(i64::from(principal.platform_admin))
+        .bind(principal.created_at)
+        .execute(self.db.pool())
+        .await
+        .map_err(unique_to_exists("principal", new.name.as_str()))?;
+        Ok(principal)
+    }
+
+    async fn get_principal(
+        &self,
+        tenant: &TenantId,
+        id: &PrincipalId,
+    ) -> Result<Option<Principal>, MetaError> {
+        let row = sqlx::query(self.db.sql(
+            "SELECT id, tenant_id, kind, name, email, platform_admin, disabled, created_at \
+             FROM principals WHERE tenant_id = ? AND id = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(principal_from_row).transpose()
+    }
+
+    async fn get_principal_by_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<Principal>, MetaError> {
+        let row = sqlx::query(self.db.sql(
+            "SELECT id, tenant_id, kind, name, email, platform_admin, disabled, created_at \
+             FROM principals WHERE tenant_id = ? AND name = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(principal_from_row).transpose()
+    }
+
+    async fn list_principals(&self, tenant: &TenantId) -> Result<Vec<Principal>, MetaError> {
+        let rows = sqlx::query(self.db.sql(
+            "SELECT id, tenant_id, kind, name, email, platform_admin, disabled, created_at \
+             FROM principals WHERE tenant_id = ? ORDER BY name",
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(principal_from_row).collect()
+    }
+
+    async fn grant_role(&self, binding: &RoleBinding) -> Result<(), MetaError> {
+        let project = binding.project.as_ref().map_or("", ProjectId::as_str);
+        let result = sqlx::query(self.db.sql(
+            "INSERT INTO role_bindings (tenant_id, principal_id, project_id, role, created_at, \
+             created_by) VALUES (?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(binding.tenant.as_str())
+        .bind(binding.principal.as_str())
+        .bind(project)
+        .bind(binding.role.as_str())
+        .bind(binding.created_at)
+        .bind(&binding.created_by)
+        .execute(self.db.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_unique_violation(&error) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn revoke_role(
+        &self,
+        tenant: &TenantId,
+        principal: &PrincipalId,
+        project: Option<&ProjectId>,
+        role: Role,
+    ) -> Result<bool, MetaError> {
+        let result = sqlx::query(self.db.sql(
+            "DELETE FROM role_bindings WHERE tenant_id = ? AND principal_id = ? \
+             AND project_id = ? AND role = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(principal.as_str())
+        .bind(project.map_or("", ProjectId::as_str))
+        .bind(role.as_str())
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn list_role_bindings(
+        &self,
+        tenant: &TenantId,
+        principal: Option<&PrincipalId>,
+    ) -> Result<Vec<RoleBinding>, MetaError> {
+        let base = "SELECT tenant_id, principal_id, project_id, role, created_at, created_by \
+                    FROM role_bindings WHERE tenant_id = ?";
+        let rows = match principal {
+            Some(principal) => {
+                let statement = format!("{base} AND principal_id = ? ORDER BY project_id, role");
+                sqlx::query(self.db.sql(&statement))
+                    .bind(tenant.as_str())
+                    .bind(principal.as_str())
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+            None => {
+                let statement = format!("{base} ORDER BY principal_id, project_id, role");
+                sqlx::query(self.db.sql(&statement))
+                    .bind(tenant.as_str())
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+        };
+        rows.iter().map(binding_from_row).collect()
+    }
+
+    async fn create_token(&self, token: &StoredToken) -> Result<(), MetaError> {
+        let statement = format!(
+            "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        );
+        sqlx::query(self.db.sql(&statement))
+            .bind(token.id.as_str())
+            .bind(token.tenant.as_str())
+            .bind(token.principal.as_str())
+            .bind(&token.name)
+            .bind(&token.secret_hash)
+            .bind(token.project.as_ref().map(|p| p.as_str().to_owned()))
+            .bind(token.max_role.map(|r| r.as_str().to_owned()))
+            .bind(token.created_at)
+            .bind(&token.created_by)
+            .bind(token.expires_at)
+            .bind(token.revoked_at)
+            .execute(self.db.pool())
+            .await
+            .map_err(unique_to_exists("token", token.id.as_str()))?;
+        Ok(())
+    }
+
+    async fn find_token_for_authentication(
+        &self,
+        id: &TokenId,
+    ) -> Result<Option<StoredToken>, MetaError> {
+        let statement = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?");
+        let row = sqlx::query(self.db.sql(&statement))
+            .bind(id.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn get_token(
+        &self,
+        tenant: &TenantId,
+        id: &TokenId,
+    ) -> Result<Option<StoredToken>, MetaError> {
+        let statement =
+            format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE tenant_id = ? AND id = ?");
+        let row = sqlx::query(self.db.sql(&statement))
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(
+        &self,
+        tenant: &TenantId,
+        principal: Option<&PrincipalId>,
+    ) -> Result<Vec<StoredToken>, MetaError> {
+        let rows = match principal {
+            Some(principal) => {
+                let statement = format!(
+                    "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE tenant_id = ? \
+                     AND principal_id = ? ORDER BY created_at DESC, id DESC"
+                );
+                sqlx::query(self.db.sql(&statement))
+                    .bind(tenant.as_str())
+                    .bind(principal.as_str())
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+            None => {
+                let statement = format!(
+                    "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE tenant_id = ? \
+                     ORDER BY created_at DESC, id DESC"
+                );
+                sqlx::query(self.db.sql(&statement))
+                    .bind(tenant.as_str())
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+        };
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        tenant: &TenantId,
+        id: &TokenId,
+        at: UnixMillis,
+    ) -> Result<bool, MetaError> {
+        let result = sqlx::query(self.db.sql(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) \
+             WHERE tenant_id = ? AND id = ?",
+        ))
+        .bind(at)
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, MetaError> {
+        let _guard = self.audit_lock.lock().await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_append_audit(entry).await {
+                Ok(stored) => return Ok(stored),
+                Err(error)
+                    if attempt < AUDIT_APPEND_ATTEMPTS
+                        && (matches!(error, MetaError::Conflict { .. })
+                            || error.is_unique_violation()) =>
+                {
+                    tracing::debug!(tenant = %entry.tenant, attempt, "audit append raced, retrying");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEntry>, MetaError> {
+        // Built from fixed fragments only; every value is a bound parameter.
+        let mut statement = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE tenant_id = ?");
+        let mut params = vec![Param::Text(tenant.to_owned())];
+        if let Some(actor) = &filter.actor {
+            statement.push_str(" AND actor = ?");
+            params.push(Param::Text(actor.clone()));
+        }
+        if let Some(action) = &filter.action {
+            statement.push_str(" AND action = ?");
+            params.push(Param::Text(action.clone()));
+        }
+        if let Some(resource) = &filter.resource {
+            // Prefix match without LIKE, so `%` and `_` in names match literally.
+            let prefix = format!("{resource}/");
+            statement
+                .push_str(" AND (resource = ? OR substr(resource, 1, CAST(? AS INTEGER)) = ?)");
+            params.push(Param::Text(resource.clone()));
+            params.push(Param::Int(i64::try_from(prefix.len()).unwrap_or(i64::MAX)));
+            params.push(Param::Text(prefix));
+        }
+        if let Some(outcome) = filter.outcome {
+            statement.push_str(" AND outcome = ?");
+            params.push(Param::Text(outcome.as_str().to_owned()));
+        }
+        if let Some(since) = filter.since {
+            statement.push_str(" AND time >= ?");
+            params.push(Param::Int(since));
+        }
+        if let Some(until) = filter.until {
+            statement.push_str(" AND time < ?");
+            params.push(Param::Int(until));
+        }
+        if let Some(after_seq) = filter.after_seq {
+            statement.push_str(" AND seq > ?");
+            params.push(Param::Int(after_seq));
+        }
+        statement.push_str(" ORDER BY seq LIMIT ?");
+        params.push(Param::Int(i64::from(filter.limit.max(1))));
+
+        let mut query = sqlx::query(self.db.sql(&statement));
+        for param in params {
+            query = match param {
+                Param::Text(value) => query.bind(value),
+                Param::Int(value) => query.bind(value),
+            };
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_chain_page(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, MetaError> {
+        let statement = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE tenant_id = ? AND seq > ? \
+             ORDER BY seq LIMIT ?"
+        );
+        let rows = sqlx::query(self.db.sql(&statement))
+            .bind(tenant)
+            .bind(after_seq)
+            .bind(i64::from(limit.max(1)))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_head(&self, tenant: &str) -> Result<Option<AuditHead>, MetaError> {
+        let row = sqlx::query(
+            self.db
+                .sql("SELECT tenant_id, seq, hash, mac FROM audit_heads WHERE tenant_id = ?"),
+        )
+        .bind(tenant)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(AuditHead {
+            tenant: row.try_get("tenant_id")?,
+            seq: row.try_get("seq")?,
+            hash: row.try_get("hash")?,
+            mac: row.try_get("mac")?,
+        }))
+    }
+
+    async fn audit_chains(&self) -> Result<Vec<String>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id FROM audit_heads UNION SELECT DISTINCT tenant_id FROM audit_log \
+             ORDER BY 1",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0).map_err(MetaError::from))
+            .collect()
+    }
+}
+
+/// A bound value of a statement assembled at run time.
+enum Param {
+    Text(String),
+    Int(i64),
+}

@@ -1,0 +1,205 @@
+//! The `/api/v1` routes and the registry that builds the router from them.
+//!
+//! Every route is declared once, as a [`RouteInfo`] with the [`Action`] it performs (or
+//! [`Access::Public`]). The registry wraps each non-public route in the guard that
+//! authenticates, authorises and audits, and the same list feeds the OpenAPI document and the
+//! authorisation-matrix test, so no route can exist without a decision about who may call it.
+
+mod audit;
+mod system;
+mod tenancy;
+mod tokens;
+pub mod views;
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter};
+use ghaf_auth::Action;
+
+use crate::middleware::{self, Guard};
+use crate::state::AppState;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials needed: health, readiness, metrics and the API description.
+    Public,
+    /// A bearer token whose caller may perform the action.
+    Action(Action),
+}
+
+/// Description of one route, used for routing, authorisation, OpenAPI and tests.
+#[derive(Clone, Debug)]
+pub struct RouteInfo {
+    pub method: Method,
+    /// axum path template, such as `/api/v1/projects/{project}`.
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+    /// Schema name of the JSON request body, if the route takes one.
+    pub request: Option<&'static str>,
+    /// Schema name of the JSON response body; `None` for empty or non-JSON responses.
+    pub response: Option<&'static str>,
+    /// Status of a successful response.
+    pub success: u16,
+    /// Query parameters: name and description.
+    pub query: &'static [(&'static str, &'static str)],
+}
+
+impl RouteInfo {
+    pub fn new(method: Method, path: &'static str, access: Access, summary: &'static str) -> Self {
+        Self {
+            method,
+            path,
+            access,
+            summary,
+            request: None,
+            response: None,
+            success: 200,
+            query: &[],
+        }
+    }
+
+    pub fn request(mut self, schema: &'static str) -> Self {
+        self.request = Some(schema);
+        self
+    }
+
+    pub fn response(mut self, schema: &'static str) -> Self {
+        self.response = Some(schema);
+        self
+    }
+
+    pub fn status(mut self, success: u16) -> Self {
+        self.success = success;
+        self
+    }
+
+    pub fn query(mut self, params: &'static [(&'static str, &'static str)]) -> Self {
+        self.query = params;
+        self
+    }
+}
+
+/// Builds one route's method router once the state is known.
+type RouteBuilder = Box<dyn FnOnce(AppState) -> MethodRouter<AppState> + Send>;
+
+/// Collects routes and builds the router from them.
+#[derive(Default)]
+pub struct ApiRouter {
+    routes: Vec<RouteInfo>,
+    builders: Vec<(&'static str, RouteBuilder)>,
+}
+
+impl ApiRouter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route. Non-public routes are wrapped in the guard for their action.
+    pub fn add<H, T>(&mut self, info: RouteInfo, handler: H)
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(info.method.clone())
+            .unwrap_or_else(|_| panic!("unsupported method {} on {}", info.method, info.path));
+        let access = info.access;
+        let build: RouteBuilder = Box::new(move |state: AppState| {
+            let method_router: MethodRouter<AppState> = axum::routing::on(filter, handler);
+            match access {
+                Access::Public => method_router,
+                Access::Action(action) => {
+                    let guard = Guard { state, action };
+                    method_router.route_layer(axum::middleware::from_fn_with_state(
+                        guard,
+                        middleware::guard,
+                    ))
+                }
+            }
+        });
+        self.builders.push((info.path, build));
+        self.routes.push(info);
+    }
+
+    pub fn routes(&self) -> &[RouteInfo] {
+        &self.routes
+    }
+
+    /// Builds the router that serves every added route.
+    pub fn into_router(self, state: AppState) -> Router<AppState> {
+        let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+        for (path, build) in self.builders {
+            let method_router = build(state.clone());
+            let merged = match by_path.remove(path) {
+                Some(existing) => existing.merge(method_router),
+                None => method_router,
+            };
+            by_path.insert(path, merged);
+        }
+        let mut router = Router::new();
+        for (path, method_router) in by_path {
+            router = router.route(path, method_router.fallback(middleware::method_not_allowed));
+        }
+        router
+    }
+}
+
+/// Registers every route of the API.
+pub fn register_all(api: &mut ApiRouter) {
+    system::register(api);
+    tenancy::register(api);
+    tokens::register(api);
+    audit::register(api);
+}
+
+/// Every schema referenced by a route, for the OpenAPI document.
+pub fn schemas() -> Vec<(
+    String,
+    utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+)> {
+    use views::*;
+
+    fn entry<T: utoipa::ToSchema>() -> (
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    ) {
+        (T::name().into_owned(), T::schema())
+    }
+
+    vec![
+        entry::<ghaf_core::ErrorBody>(),
+        entry::<ghaf_core::error::ErrorDetail>(),
+        entry::<TenantView>(),
+        entry::<TenantList>(),
+        entry::<CreateTenantRequest>(),
+        entry::<CreatedTenant>(),
+        entry::<ProjectView>(),
+        entry::<ProjectList>(),
+        entry::<CreateProjectRequest>(),
+        entry::<PrincipalView>(),
+        entry::<PrincipalList>(),
+        entry::<CreatePrincipalRequest>(),
+        entry::<TokenView>(),
+        entry::<TokenList>(),
+        entry::<IssuedTokenView>(),
+        entry::<CreateTokenRequest>(),
+        entry::<RoleBindingView>(),
+        entry::<RoleBindingList>(),
+        entry::<GrantRoleRequest>(),
+        entry::<GrantMemberRequest>(),
+        entry::<WhoamiView>(),
+        entry::<PrincipalRef>(),
+        entry::<AuditPage>(),
+        entry::<ghaf_core::audit::AuditEntry>(),
+        entry::<ghaf_core::audit::AuditOutcome>(),
+        entry::<ghaf_auth::audit::ChainReport>(),
+        entry::<AuditVerifyView>(),
+        entry::<HealthView>(),
+    ]
+}
+
+pub use audit::AuditVerifyView;

@@ -1,0 +1,429 @@
+//! The server configuration: one typed struct read from defaults, then a TOML file, then
+//! `GHAF_*` environment variables, then command-line flags, each overriding the one before.
+//! Unknown keys are rejected by name, so a misspelt setting never goes unnoticed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ghaf_blob::BlobConfig;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with the `GHAF_` prefix that belong to the client or to tests, not
+/// to the server configuration.
+const NON_SERVER_ENV: &[&str] = &["URL", "TOKEN", "PROFILE", "OUTPUT", "CONFIG"];
+
+/// Complete server configuration. Every field has a default, so an empty file is valid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port the HTTP server listens on. Env: `GHAF_LISTEN`.
+    pub listen: SocketAddr,
+    /// Directory for embedded state: the SQLite database, local blobs and key files.
+    /// Created when missing. Env: `GHAF_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// Log output format: `text` for people, `json` for log collectors.
+    /// Env: `GHAF_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, such as `info` or `info,ghaf_server=debug`.
+    /// `RUST_LOG` overrides it. Env: `GHAF_LOG_LEVEL`.
+    pub log_level: String,
+    /// Metadata database. Env: `GHAF_METADATA__URL`, `GHAF_METADATA__MAX_CONNECTIONS`.
+    pub metadata: MetadataConfig,
+    /// Blob storage for datasets, artifacts and models: `{ kind = "local", root = "…" }` or
+    /// `{ kind = "s3", bucket = "…", … }`. Unset means local files under
+    /// `<data_dir>/blobs`.
+    pub blob: Option<BlobConfig>,
+    /// HTTP limits. Env: `GHAF_HTTP__MAX_BODY_BYTES`, `GHAF_HTTP__REQUEST_TIMEOUT_SECONDS`.
+    pub http: HttpConfig,
+    /// What `ghaf server` creates on an empty metadata store.
+    pub bootstrap: BootstrapConfig,
+    /// Audit log settings.
+    pub audit: AuditConfig,
+}
+
+/// Metadata database settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`. Empty means SQLite at
+    /// `<data_dir>/meta.db`.
+    pub url: String,
+    /// Maximum number of pooled database connections.
+    pub max_connections: u32,
+}
+
+/// HTTP request limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body accepted by JSON routes, in bytes; larger bodies get `413`.
+    pub max_body_bytes: usize,
+    /// Time limit for one request, in seconds; slower requests get `503`.
+    pub request_timeout_seconds: u64,
+}
+
+/// Names used when bootstrapping an empty store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    /// Creates the first tenant, project and admin token at start when the store is empty.
+    /// When false, run `ghaf init` once instead.
+    pub enabled: bool,
+    /// Name of the first tenant.
+    pub tenant: String,
+    /// Name of the first project.
+    pub project: String,
+    /// Name of the first admin user, who is also the platform administrator.
+    pub admin: String,
+}
+
+/// Audit log settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// File with the key that seals audit chain heads. Created with 32 random bytes when
+    /// missing. Empty means `<data_dir>/keys/audit.key`. Keep a copy outside the database:
+    /// whoever holds it can reseal a rewritten chain.
+    pub key_file: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("ghaf-data"),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            metadata: MetadataConfig::default(),
+            blob: None,
+            http: HttpConfig::default(),
+            bootstrap: BootstrapConfig::default(),
+            audit: AuditConfig::default(),
+        }
+    }
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 * 1024 * 1024,
+            request_timeout_seconds: 60,
+        }
+    }
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tenant: "default".into(),
+            project: "default".into(),
+            admin: "admin".into(),
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            key_file: String::new(),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in force.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ConfigOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} not found; check --config or GHAF_CONFIG")]
+    FileNotFound { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Loads the configuration: defaults < `file` < `GHAF_*` environment < `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, overrides, Env::prefixed("GHAF_"))
+    }
+
+    fn load_with_env(
+        file: Option<&Path>,
+        overrides: &ConfigOverrides,
+        env: Env,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(ServerConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::FileNotFound {
+                    path: path.to_owned(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = env
+            .filter(|key| {
+                let key = key.as_str().to_ascii_uppercase();
+                !NON_SERVER_ENV.contains(&key.as_str()) && !key.starts_with("TEST_")
+            })
+            .split("__");
+        figment = figment
+            .merge(env)
+            .merge(Serialized::defaults(overrides.clone()));
+        let config: ServerConfig = figment
+            .extract()
+            .map_err(|error| ConfigError::Invalid(describe_figment_error(&error)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("bootstrap.tenant", &self.bootstrap.tenant),
+            ("bootstrap.project", &self.bootstrap.project),
+            ("bootstrap.admin", &self.bootstrap.admin),
+        ] {
+            ghaf_core::Name::parse(value)
+                .map_err(|error| ConfigError::Invalid(format!("{key}: {error}")))?;
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "http.max_body_bytes must be at least 1".into(),
+            ));
+        }
+        if self.http.request_timeout_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "http.request_timeout_seconds must be at least 1".into(),
+            ));
+        }
+        if self.metadata.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "metadata.max_connections must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The metadata URL in force: the configured one, or SQLite in the data directory.
+    pub fn metadata_url(&self) -> String {
+        if self.metadata.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("meta.db").display())
+        } else {
+            self.metadata.url.clone()
+        }
+    }
+
+    /// The blob configuration in force: the configured one, or local files in the data
+    /// directory.
+    pub fn blob_config(&self) -> BlobConfig {
+        self.blob
+            .clone()
+            .unwrap_or_else(|| BlobConfig::local_default(&self.data_dir))
+    }
+
+    pub fn audit_key_path(&self) -> PathBuf {
+        if self.audit.key_file.is_empty() {
+            self.data_dir.join("keys").join("audit.key")
+        } else {
+            PathBuf::from(&self.audit.key_file)
+        }
+    }
+
+    /// Renders the effective configuration as TOML with defaults filled in and secrets
+    /// replaced by `***`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut resolved = self.clone();
+        resolved.metadata.url = ghaf_meta_redact(&self.metadata_url());
+        let mut blob = self.blob_config();
+        if let BlobConfig::S3 {
+            secret_access_key, ..
+        } = &mut blob
+            && secret_access_key.is_some()
+        {
+            *secret_access_key = Some("***".into());
+        }
+        resolved.blob = Some(blob);
+        resolved.audit.key_file = self.audit_key_path().display().to_string();
+        toml::to_string_pretty(&resolved)
+            .unwrap_or_else(|error| format!("# cannot render: {error}"))
+    }
+}
+
+fn ghaf_meta_redact(url: &str) -> String {
+    ghaf_meta::redact_url(url)
+}
+
+/// Rewrites figment's error into one line that names the key and, for environment
+/// variables, the variable.
+fn describe_figment_error(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let mut message = e.kind.to_string();
+            if !e.path.is_empty() {
+                message = format!("{}: {message}", e.path.join("."));
+            }
+            if let Some(metadata) = &e.metadata {
+                message = format!("{message} (from {})", metadata.name);
+            }
+            message
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_from(
+        toml: &str,
+        env: &[(&str, &str)],
+        overrides: &ConfigOverrides,
+    ) -> Result<ServerConfig, ConfigError> {
+        // Jail isolates the working directory and environment of each test.
+        let mut loaded = None;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("ghaf.toml", toml)?;
+            for (key, value) in env {
+                jail.set_env(key, value);
+            }
+            loaded = Some(ServerConfig::load(Some(Path::new("ghaf.toml")), overrides));
+            Ok(())
+        });
+        loaded.expect("the jail ran")
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = load_from("", &[], &ConfigOverrides::default()).unwrap();
+        assert_eq!(config, ServerConfig::default());
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let toml = "listen = \"127.0.0.1:7000\"\ndata_dir = \"/from-file\"\nlog_level = \"warn\"\n";
+        let env = [
+            ("GHAF_DATA_DIR", "/from-env"),
+            ("GHAF_LISTEN", "127.0.0.1:7001"),
+        ];
+        let flags = ConfigOverrides {
+            listen: Some("127.0.0.1:7002".parse().unwrap()),
+            ..ConfigOverrides::default()
+        };
+        let config = load_from(toml, &env, &flags).unwrap();
+        assert_eq!(config.log_level, "warn", "file beats default");
+        assert_eq!(
+            config.data_dir,
+            PathBuf::from("/from-env"),
+            "env beats file"
+        );
+        assert_eq!(config.listen.port(), 7002, "flag beats env");
+    }
+
+    #[test]
+    fn nested_env_keys_use_double_underscore() {
+        let env = [
+            ("GHAF_METADATA__URL", "postgres://u@h/db"),
+            ("GHAF_HTTP__MAX_BODY_BYTES", "1024"),
+        ];
+        let config = load_from("", &env, &ConfigOverrides::default()).unwrap();
+        assert_eq!(config.metadata.url, "postgres://u@h/db");
+        assert_eq!(config.http.max_body_bytes, 1024);
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let error = load_from(
+            "[http]\nmax_body_byte = 5\n",
+            &[],
+            &ConfigOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("max_body_byte"), "{error}");
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        let error = load_from("", &[("GHAF_LISTN", "x")], &ConfigOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.to_lowercase().contains("listn"), "{error}");
+    }
+
+    #[test]
+    fn client_env_vars_are_ignored() {
+        let env = [
+            ("GHAF_URL", "http://x"),
+            ("GHAF_TOKEN", "t"),
+            ("GHAF_TEST_POSTGRES_URL", "p"),
+        ];
+        assert!(load_from("", &env, &ConfigOverrides::default()).is_ok());
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let error = load_from(
+            "[http]\nmax_body_bytes = \"big\"\n",
+            &[],
+            &ConfigOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("max_body_bytes"), "{error}");
+    }
+
+    #[test]
+    fn invalid_bootstrap_name_is_rejected() {
+        let error = load_from(
+            "[bootstrap]\ntenant = \"Bad Name\"\n",
+            &[],
+            &ConfigOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("bootstrap.tenant"), "{error}");
+    }
+
+    #[test]
+    fn redacted_toml_hides_secrets() {
+        let mut config = ServerConfig::default();
+        config.metadata.url = "postgres://ghaf:hunter2@db/ghaf".into();
+        let rendered = config.to_redacted_toml();
+        assert!(!rendered.contains("hunter2"), "{rendered}");
+        assert!(rendered.contains("[blob]"), "{rendered}");
+        let reparsed: ServerConfig = toml::from_str(&rendered).unwrap();
+        assert_eq!(reparsed.listen, config.listen);
+    }
+}
