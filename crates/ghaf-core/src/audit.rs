@@ -134,6 +134,19 @@ pub fn decode_hash(hex_hash: &str) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
 
+/// Computes the MAC that seals a chain head, so that removing the newest entries and
+/// rewinding the stored head is detected by anyone with the audit key.
+pub fn head_mac(key: &[u8], tenant: &str, seq: i64, hash_hex: &str) -> String {
+    use hmac::{Mac, SimpleHmac};
+    let mut mac =
+        SimpleHmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(tenant.as_bytes());
+    mac.update(&[0]);
+    mac.update(&seq.to_be_bytes());
+    mac.update(hash_hex.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,17 +189,4 @@ mod tests {
         assert!(decode_hash("zz").is_none());
         assert!(decode_hash(&"00".repeat(31)).is_none());
     }
-}
-
-/// Computes the MAC that seals a chain head, so that removing the newest entries and
-/// rewinding the stored head is detected by anyone who holds the audit key.
-pub fn head_mac(key: &[u8], tenant: &str, seq: i64, hash_hex: &str) -> String {
-    use hmac::{Mac, SimpleHmac};
-    let mut mac =
-        SimpleHmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(tenant.as_bytes());
-    mac.update(&[0]);
-    mac.update(&seq.to_be_bytes());
-    mac.update(hash_hex.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
 }

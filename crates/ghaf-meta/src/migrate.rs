@@ -31,10 +31,16 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0002_audit_append_only.sqlite.sql"),
         postgres: include_str!("../migrations/0002_audit_append_only.postgres.sql"),
     },
+    Migration {
+        version: 100,
+        name: "tracking",
+        sqlite: include_str!("../migrations/0100_tracking.sql"),
+        postgres: include_str!("../migrations/0100_tracking.sql"),
+    },
 ];
 
 /// Arbitrary constant naming Ghaf's migration lock among PostgreSQL advisory locks.
-const PG_MIGRATION_LOCK: i64 = 0x6768_6166_6d69_67;
+const PG_MIGRATION_LOCK: i64 = 0x0067_6861_666d_6967;
 
 pub(crate) async fn apply(db: &Db) -> Result<(), MetaError> {
     let mut conn = db.pool().acquire().await?;

@@ -80,7 +80,7 @@ pub struct BootstrapConfig {
 }
 
 /// Audit log settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// File with the key that seals audit chain heads. Created with 32 random bytes when
@@ -138,14 +138,6 @@ impl Default for BootstrapConfig {
             tenant: "default".into(),
             project: "default".into(),
             admin: "admin".into(),
-        }
-    }
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            key_file: String::new(),
         }
     }
 }
@@ -306,6 +298,7 @@ fn describe_figment_error(error: &figment::Error) -> String {
 mod tests {
     use super::*;
 
+    #[allow(clippy::result_large_err)]
     fn load_from(
         toml: &str,
         env: &[(&str, &str)],

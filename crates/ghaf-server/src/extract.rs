@@ -128,6 +128,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// Path parameters decoded into `T`, rejecting undecodable segments with `400`.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|rejection| path_error(&rejection))
+    }
+}
+
+/// Converts a path rejection into an `invalid_argument` error naming the path.
+pub fn path_error(rejection: &axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::invalid_field(
+        "path",
+        format!(
+            "invalid path parameter: {}; check the URL encoding",
+            rejection.body_text()
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,29 +201,4 @@ mod tests {
         assert_eq!(error.code, ErrorCode::InvalidArgument);
         assert!(error.message.contains("count"), "{}", error.message);
     }
-}
-
-/// Path parameters decoded into `T`, rejecting undecodable segments with `400`.
-pub struct ApiPath<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(value)| ApiPath(value))
-            .map_err(|rejection| path_error(&rejection))
-    }
-}
-
-/// Converts a path rejection into an `invalid_argument` error naming the path.
-pub fn path_error(rejection: &axum::extract::rejection::PathRejection) -> ApiError {
-    ApiError::invalid_field(
-        "path",
-        format!(
-            "invalid path parameter: {}; check the URL encoding",
-            rejection.body_text()
-        ),
-    )
 }

@@ -395,6 +395,17 @@ async fn mutations_and_denials_are_audited() {
     assert_eq!(entries[1]["details"]["error_code"], "permission_denied");
     assert_eq!(entries[1]["details"]["principal_name"], "eve");
 
+    let by_name = app
+        .call(
+            "GET",
+            "/api/v1/audit?actor=eve",
+            Some(&app.admin_token),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(by_name["entries"].as_array().unwrap().len(), 1, "{by_name}");
+
     let by_outcome = app
         .call(
             "GET",
@@ -549,8 +560,10 @@ async fn openapi_lists_every_route_and_resolves_refs() {
 #[tokio::test]
 async fn restart_keeps_state_and_does_not_bootstrap_again() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::default();
-    config.data_dir = dir.path().to_owned();
+    let config = ServerConfig {
+        data_dir: dir.path().to_owned(),
+        ..ServerConfig::default()
+    };
 
     let state = ghaf_server::open_state(&config).await.unwrap();
     let created = ghaf_server::bootstrap(&state)

@@ -31,7 +31,7 @@ pub fn register(api: &mut ApiRouter) {
         )
         .response("AuditPage")
         .query(&[
-            ("actor", "Principal id"),
+            ("actor", "Principal name or id"),
             ("action", "Action name, such as projects.create"),
             (
                 "resource",
@@ -95,8 +95,20 @@ async fn list_audit(
         })?),
         None => None,
     };
+    // Actors are stored as principal ids; accept a principal name as well.
+    let actor = match query.actor {
+        Some(actor) => match state
+            .store()
+            .get_principal_by_name(&caller.tenant, &actor)
+            .await?
+        {
+            Some(principal) => Some(principal.id.to_string()),
+            None => Some(actor),
+        },
+        None => None,
+    };
     let filter = AuditFilter {
-        actor: query.actor,
+        actor,
         action: query.action,
         resource: query.resource,
         outcome,

@@ -310,6 +310,7 @@ pub struct AuditPage {
 #[derive(Debug, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Principal name or id.
     pub actor: Option<String>,
     pub action: Option<String>,
     /// Resource path; matches it and everything below it.
