@@ -1,1 +1,21 @@
-fn main() {}
+//! `ghaf`: runs the Ghaf server and talks to it as a client.
+
+mod commands;
+mod context;
+mod duration;
+mod failure;
+mod output;
+mod profiles;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    match commands::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => failure::report(&error),
+    }
+}

@@ -1,7 +1,5 @@
 //! Errors of the client and the parsing of the server's error bodies.
 
-use std::error::Error as _;
-
 use reqwest::StatusCode;
 
 /// Response header that carries the id the server assigned to a request.
@@ -10,7 +8,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Largest part of a non-JSON error body that is kept as the error message, in characters.
 const MAX_RAW_MESSAGE_CHARS: usize = 2_000;
 
-/// Why a call to the Ghaf server failed.
+/// Error of a call to the Ghaf server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The base URL given to [`crate::Client::new`] is not an `http` or `https` URL.
@@ -18,14 +16,20 @@ pub enum ClientError {
     InvalidUrl { url: String, reason: String },
 
     /// The token contains characters that cannot be sent in an HTTP header.
-    #[error("invalid token: it contains characters that are not allowed in an HTTP header; copy it again")]
+    #[error(
+        "invalid token: it contains characters that are not allowed in an HTTP header; copy it again"
+    )]
     InvalidToken,
+
+    /// A name or id that would become an empty, `.` or `..` URL path segment.
+    #[error("invalid name {segment:?}: names and ids in a URL path must not be empty, `.` or `..`")]
+    InvalidPathSegment { segment: String },
 
     /// The HTTP client could not be built, such as when no TLS backend is usable.
     #[error("cannot build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
 
-    /// No TCP or TLS connection could be made to the server.
+    /// No connection could be made to the server.
     #[error(
         "the Ghaf server is not reachable at {url} ({cause}); start it with `ghaf server` or check --url",
         cause = root_cause(source)
@@ -37,7 +41,9 @@ pub enum ClientError {
     },
 
     /// The server did not respond within the client's time limit.
-    #[error("the request to {url} timed out after {seconds} s; the server is overloaded or stuck, retry later")]
+    #[error(
+        "the request to {url} timed out after {seconds} s; the server is overloaded or stuck, retry later"
+    )]
     Timeout { url: String, seconds: u64 },
 
     /// Sending the request or reading the response failed after the connection was made.
@@ -98,11 +104,20 @@ impl ClientError {
         }
     }
 
-    /// Classifies a reqwest error raised while sending a request to `url`.
-    pub(crate) fn from_transport(url: &str, source: reqwest::Error, timeout_seconds: u64) -> Self {
+    /// Classifies a reqwest error raised while sending a request to `url` on the server at
+    /// `server_url`. A connection error names the server, the other errors the request.
+    pub(crate) fn from_transport(
+        server_url: &str,
+        url: &str,
+        source: reqwest::Error,
+        timeout_seconds: u64,
+    ) -> Self {
         let url = url.to_owned();
         if source.is_connect() {
-            ClientError::Connect { url, source }
+            ClientError::Connect {
+                url: server_url.to_owned(),
+                source,
+            }
         } else if source.is_timeout() {
             ClientError::Timeout {
                 url,
@@ -153,7 +168,10 @@ fn raw_message(status: StatusCode, body: &str) -> String {
     let text = body.trim();
     let reason = status.canonical_reason().unwrap_or("unknown status");
     if text.is_empty() {
-        return format!("the server responded with HTTP {} {reason} and an empty body", status.as_u16());
+        return format!(
+            "the server responded with HTTP {} {reason} and an empty body",
+            status.as_u16()
+        );
     }
     let mut message: String = text.chars().take(MAX_RAW_MESSAGE_CHARS).collect();
     if text.chars().count() > MAX_RAW_MESSAGE_CHARS {
@@ -163,7 +181,7 @@ fn raw_message(status: StatusCode, body: &str) -> String {
 }
 
 /// Returns the message of the innermost error, such as "Connection refused (os error 111)",
-/// which says more than reqwest's own "error sending request".
+/// which is more specific than reqwest's own "error sending request".
 fn root_cause(error: &reqwest::Error) -> String {
     let mut current: &dyn std::error::Error = error;
     while let Some(next) = current.source() {
@@ -204,7 +222,10 @@ mod tests {
         assert_eq!(error.code(), Some("unauthenticated"));
         assert_eq!(error.status(), Some(401));
         assert_eq!(error.request_id(), None);
-        assert_eq!(error.to_string(), "invalid token (code unauthenticated, HTTP 401)");
+        assert_eq!(
+            error.to_string(),
+            "invalid token (code unauthenticated, HTTP 401)"
+        );
     }
 
     #[test]
@@ -217,13 +238,21 @@ mod tests {
     #[test]
     fn header_request_id_wins_over_details() {
         let body = r#"{"error": {"code": "internal", "message": "m", "details": {"request_id": "from-body"}}}"#;
-        let error = api_error(StatusCode::INTERNAL_SERVER_ERROR, Some("from-header".into()), body);
+        let error = api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some("from-header".into()),
+            body,
+        );
         assert_eq!(error.request_id(), Some("from-header"));
     }
 
     #[test]
     fn text_body_becomes_message() {
-        let error = api_error(StatusCode::BAD_GATEWAY, Some("r".into()), "  upstream connect error\n");
+        let error = api_error(
+            StatusCode::BAD_GATEWAY,
+            Some("r".into()),
+            "  upstream connect error\n",
+        );
         let ClientError::Api {
             code,
             message,
@@ -241,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn json_body_of_other_shape_is_kept_as_text() {
+    fn other_json_shape_is_text() {
         let body = r#"{"message": "not a ghaf error"}"#;
         let error = api_error(StatusCode::BAD_REQUEST, None, body);
         assert_eq!(error.code(), Some("http_400"));
@@ -252,14 +281,18 @@ mod tests {
     fn empty_body_names_status() {
         let error = api_error(StatusCode::SERVICE_UNAVAILABLE, None, "");
         let message = error.to_string();
-        assert!(message.contains("HTTP 503 Service Unavailable"), "{message}");
+        assert!(
+            message.contains("HTTP 503 Service Unavailable"),
+            "{message}"
+        );
         assert!(message.contains("empty body"), "{message}");
     }
 
     #[test]
     fn long_text_body_is_truncated() {
         let body = "x".repeat(MAX_RAW_MESSAGE_CHARS + 10);
-        let ClientError::Api { message, .. } = api_error(StatusCode::BAD_GATEWAY, None, &body) else {
+        let ClientError::Api { message, .. } = api_error(StatusCode::BAD_GATEWAY, None, &body)
+        else {
             panic!("expected an API error");
         };
         assert_eq!(message.chars().count(), MAX_RAW_MESSAGE_CHARS + 1);

@@ -1,0 +1,89 @@
+//! The subcommands and their dispatch.
+
+pub mod audit;
+pub mod principals;
+pub mod projects;
+pub mod quickstart;
+pub mod roles;
+pub mod server;
+pub mod session;
+pub mod tenants;
+pub mod tokens;
+
+use clap::{Parser, Subcommand};
+
+use crate::context::{Context, GlobalArgs};
+
+/// Command-line client and server of the Ghaf ML platform.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "ghaf", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum Command {
+    /// Run the API server; bootstraps an empty store and prints its admin token once
+    Server(server::ServerArgs),
+    /// Create the first tenant, project and admin token in an empty store
+    Init(server::InitArgs),
+    /// Check a token with the server and save it with the URL in a profile
+    Login,
+    /// Show the identity and roles of the current token
+    Whoami,
+    /// List and create tenants (platform administrator)
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
+    /// List, create and show projects, and manage their members
+    #[command(subcommand)]
+    Projects(projects::ProjectsCommand),
+    /// List, create and show users and service accounts
+    #[command(subcommand)]
+    Principals(principals::PrincipalsCommand),
+    /// List, grant and revoke role bindings
+    #[command(subcommand)]
+    Roles(roles::RolesCommand),
+    /// List, create and revoke API tokens
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+    /// List the audit log and verify its hash chain
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Run the foundation end to end against a temporary in-process server
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Server(args) => server::run_server(args).await,
+        Command::Init(args) => server::run_init(args).await,
+        Command::Login => session::login(&cli.global).await,
+        Command::Quickstart(args) => quickstart::run(args).await,
+        Command::Whoami => session::whoami(&Context::load(&cli.global)?).await,
+        Command::Tenants(command) => tenants::run(&Context::load(&cli.global)?, command).await,
+        Command::Projects(command) => projects::run(&Context::load(&cli.global)?, command).await,
+        Command::Principals(command) => {
+            principals::run(&Context::load(&cli.global)?, command).await
+        }
+        Command::Roles(command) => roles::run(&Context::load(&cli.global)?, command).await,
+        Command::Tokens(command) => tokens::run(&Context::load(&cli.global)?, command).await,
+        Command::Audit(command) => audit::run(&Context::load(&cli.global)?, command).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
