@@ -31,12 +31,6 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0002_audit_append_only.sqlite.sql"),
         postgres: include_str!("../migrations/0002_audit_append_only.postgres.sql"),
     },
-    Migration {
-        version: 100,
-        name: "tracking",
-        sqlite: include_str!("../migrations/0100_tracking.sql"),
-        postgres: include_str!("../migrations/0100_tracking.sql"),
-    },
 ];
 
 /// Arbitrary constant naming Ghaf's migration lock among PostgreSQL advisory locks.

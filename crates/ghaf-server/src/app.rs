@@ -87,8 +87,12 @@ pub async fn bootstrap(state: &AppState) -> anyhow::Result<Option<Bootstrap>> {
     Ok(created)
 }
 
-/// Prints the bootstrap result with the one-time token to stdout.
+/// Prints the bootstrap result with the one-time token to stdout. A wildcard host in `url`
+/// (`0.0.0.0`, `[::]`) is shown as the loopback address a local client can reach.
 pub fn print_bootstrap(created: &Bootstrap, url: &str) {
+    let url = url
+        .replace("://0.0.0.0:", "://127.0.0.1:")
+        .replace("://[::]:", "://[::1]:");
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -103,12 +107,22 @@ pub fn print_bootstrap(created: &Bootstrap, url: &str) {
     );
 }
 
-/// Serves the API until SIGINT or SIGTERM, then finishes in-flight requests.
+/// Serves the API on the configured address until SIGINT or SIGTERM, then finishes in-flight
+/// requests.
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let listen = state.config().listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; is another server using the port?"))?;
+    serve_with(state, listener, shutdown_signal()).await
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve_with(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "ghaf server listening");
     let blobs = state.blobs().clone();
@@ -121,7 +135,7 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         }
     });
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("server failed")?;
     tracing::info!("ghaf server stopped");

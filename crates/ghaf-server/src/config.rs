@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// Environment variables with the `GHAF_` prefix that belong to the client or to tests, not
 /// to the server configuration.
-const NON_SERVER_ENV: &[&str] = &["URL", "TOKEN", "PROFILE", "OUTPUT", "CONFIG"];
+const NON_SERVER_ENV: &[&str] = &["URL", "TOKEN", "PROFILE", "OUTPUT", "CONFIG", "CONFIG_DIR"];
 
 /// Complete server configuration. Every field has a default, so an empty file is valid.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -15,6 +15,6 @@ pub mod openapi;
 pub mod state;
 pub mod telemetry;
 
-pub use app::{bootstrap, open_state, print_bootstrap, route_table, router, serve};
+pub use app::{bootstrap, open_state, print_bootstrap, route_table, router, serve, serve_with};
 pub use config::{ConfigOverrides, LogFormat, ServerConfig};
 pub use state::AppState;
