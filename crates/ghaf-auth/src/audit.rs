@@ -43,33 +43,53 @@ impl ChainReport {
 }
 
 /// Verifies one tenant's chain against its sealed head, using `key` to check the seal.
+///
+/// Every stored entry is read, including any with a sequence number below 1, which no
+/// honest append writes. An entry that cannot be decoded is reported as the break, not
+/// returned as an error. For a tenant that exists, an empty chain is a break too: tenant
+/// creation writes the first entry.
 pub async fn verify_chain(
     store: &dyn MetaStore,
     tenant: &str,
     key: &[u8],
 ) -> Result<ChainReport, MetaError> {
     let mut prev_hash = GENESIS_HASH;
+    let mut cursor = i64::MIN;
     let mut last_seq = 0i64;
     let mut last_hash_hex = hex::encode(GENESIS_HASH);
     let mut checked = 0i64;
 
     loop {
-        let page = store.audit_chain_page(tenant, last_seq, PAGE_SIZE).await?;
+        let page = match store.audit_chain_page(tenant, cursor, PAGE_SIZE).await {
+            Ok(page) => page,
+            Err(MetaError::Corrupt { message, .. }) => {
+                return Ok(ChainReport::broken(
+                    tenant,
+                    checked,
+                    last_seq + 1,
+                    format!("entries after {last_seq} cannot be read: {message}"),
+                ));
+            }
+            Err(error) => return Err(error),
+        };
         if page.is_empty() {
             break;
         }
         for entry in &page {
             let expected_seq = last_seq + 1;
             if entry.seq != expected_seq {
-                return Ok(ChainReport::broken(
-                    tenant,
-                    checked,
-                    expected_seq,
+                let problem = if entry.seq < expected_seq {
+                    format!(
+                        "an entry with sequence number {} precedes entry {expected_seq}: entries were inserted",
+                        entry.seq
+                    )
+                } else {
                     format!(
                         "entry {expected_seq} is missing (the next stored entry is {}): entries were deleted",
                         entry.seq
-                    ),
-                ));
+                    )
+                };
+                return Ok(ChainReport::broken(tenant, checked, expected_seq, problem));
             }
             let recomputed = audit::chain_hash(&prev_hash, entry.seq, &entry.content());
             if hex::encode(recomputed) != entry.hash {
@@ -86,26 +106,41 @@ pub async fn verify_chain(
             checked += 1;
             prev_hash = recomputed;
             last_seq = entry.seq;
+            cursor = entry.seq;
             last_hash_hex.clone_from(&entry.hash);
         }
     }
 
     let Some(head) = store.audit_head(tenant).await? else {
-        if checked == 0 {
-            return Ok(ChainReport {
-                tenant: tenant.to_owned(),
-                entries_checked: 0,
-                valid: true,
-                first_bad_seq: None,
-                problem: None,
-            });
+        if checked > 0 {
+            return Ok(ChainReport::broken(
+                tenant,
+                checked,
+                1,
+                "the chain has entries but no sealed head: the head was deleted".into(),
+            ));
         }
-        return Ok(ChainReport::broken(
-            tenant,
-            checked,
-            1,
-            "the chain has entries but no sealed head: the head was deleted".into(),
-        ));
+        let tenant_exists = tenant != audit::SYSTEM_CHAIN
+            && store
+                .get_tenant(&ghaf_core::TenantId::from_stored(tenant))
+                .await?
+                .is_some();
+        if tenant_exists {
+            return Ok(ChainReport::broken(
+                tenant,
+                0,
+                1,
+                "the tenant exists but its chain is empty: its entries and head were deleted"
+                    .into(),
+            ));
+        }
+        return Ok(ChainReport {
+            tenant: tenant.to_owned(),
+            entries_checked: 0,
+            valid: true,
+            first_bad_seq: None,
+            problem: None,
+        });
     };
 
     let expected_mac = audit::head_mac(key, tenant, head.seq, &head.hash);

@@ -1,6 +1,14 @@
 use ghaf_core::ErrorCode;
 use ghaf_meta::MetaError;
 
+/// The owner of a token that was found but rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub tenant: ghaf_core::TenantId,
+    pub principal: ghaf_core::PrincipalId,
+    pub token: ghaf_core::TokenId,
+}
+
 /// Errors of authentication, authorisation and tenancy operations.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -12,17 +20,28 @@ pub enum AuthError {
     )]
     InvalidToken,
 
+    /// A known token id presented with the wrong secret. The message is the same as for
+    /// an unknown token, so a caller learns nothing; the subject goes to the audit log.
+    #[error(
+        "invalid token: it is malformed or unknown; create a new one with `ghaf tokens create`"
+    )]
+    WrongSecret { subject: Subject },
+
     #[error("token {token_id} expired at {expired_at}; create a new one with `ghaf tokens create`")]
     TokenExpired {
         token_id: String,
         expired_at: String,
+        subject: Subject,
     },
 
     #[error("token {token_id} was revoked; create a new one with `ghaf tokens create`")]
-    TokenRevoked { token_id: String },
+    TokenRevoked { token_id: String, subject: Subject },
 
     #[error("principal {principal} is disabled")]
-    PrincipalDisabled { principal: String },
+    PrincipalDisabled { principal: String, subject: Subject },
+
+    #[error("{message}")]
+    FailedPrecondition { message: String },
 
     #[error("permission denied: {action} needs {needs}")]
     PermissionDenied { action: &'static str, needs: String },
@@ -44,7 +63,10 @@ pub enum AuthError {
 impl AuthError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            AuthError::MissingCredentials | AuthError::InvalidToken => ErrorCode::Unauthenticated,
+            AuthError::MissingCredentials
+            | AuthError::InvalidToken
+            | AuthError::WrongSecret { .. } => ErrorCode::Unauthenticated,
+            AuthError::FailedPrecondition { .. } => ErrorCode::FailedPrecondition,
             AuthError::PrincipalDisabled { .. } => ErrorCode::Unauthenticated,
             AuthError::TokenExpired { .. } => ErrorCode::TokenExpired,
             AuthError::TokenRevoked { .. } => ErrorCode::TokenRevoked,
@@ -52,6 +74,18 @@ impl AuthError {
             AuthError::NotFound { .. } => ErrorCode::NotFound,
             AuthError::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             AuthError::Meta(error) => error.code(),
+        }
+    }
+
+    /// Returns the tenant and principal a rejected token belongs to, when the token was
+    /// found, so the rejection is audited in that tenant's chain.
+    pub fn subject(&self) -> Option<&Subject> {
+        match self {
+            AuthError::WrongSecret { subject }
+            | AuthError::TokenExpired { subject, .. }
+            | AuthError::TokenRevoked { subject, .. }
+            | AuthError::PrincipalDisabled { subject, .. } => Some(subject),
+            _ => None,
         }
     }
 

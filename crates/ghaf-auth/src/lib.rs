@@ -12,6 +12,6 @@ pub mod token;
 
 mod error;
 
-pub use error::AuthError;
+pub use error::{AuthError, Subject};
 pub use policy::{Action, ActionScope, Caller};
 pub use service::{Bootstrap, IssuedToken, TenancyService, TokenRequest};

@@ -11,7 +11,7 @@ use ghaf_meta::{PrincipalKind, Project};
 
 use crate::AuthError;
 
-/// What a caller must have to perform an action.
+/// The condition a caller must meet to perform an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requirement {
     /// Any authenticated principal of the tenant.
@@ -24,7 +24,7 @@ pub enum Requirement {
     ProjectRole(ProjectRole),
 }
 
-/// Where an action applies.
+/// The scope an action applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActionScope {
     Platform,
@@ -66,6 +66,8 @@ const TENANT_ADMIN: Requirement = Requirement::TenantRole(TenantRole::TenantAdmi
 const AUDITOR: Requirement = Requirement::TenantRole(TenantRole::Auditor);
 const PROJECT_VIEWER: Requirement = Requirement::ProjectRole(ProjectRole::Viewer);
 const PROJECT_ADMIN: Requirement = Requirement::ProjectRole(ProjectRole::Admin);
+const PROJECT_DEPLOYER: Requirement = Requirement::ProjectRole(ProjectRole::Deployer);
+const PROJECT_DEVELOPER: Requirement = Requirement::ProjectRole(ProjectRole::Developer);
 
 actions! {
     TenantsList => ("tenants.list", PlatformAdmin, false),
@@ -93,6 +95,42 @@ actions! {
     TokensRevoke => ("tokens.revoke", Authenticated, true),
     AuditList => ("audit.list", AUDITOR, true),
     AuditVerify => ("audit.verify", AUDITOR, true),
+    /// Reads experiments, runs, metric histories and logged models.
+    TrackingRead => ("tracking.read", PROJECT_VIEWER, false),
+    /// Creates and changes experiments, runs, params, metrics, tags and logged models;
+    /// soft-deletes and restores runs and experiments.
+    TrackingWrite => ("tracking.write", PROJECT_DEVELOPER, true),
+    /// Downloads and lists artifact files, model weights included.
+    ArtifactsRead => ("artifacts.read", PROJECT_VIEWER, true),
+    /// Uploads and deletes artifact files.
+    ArtifactsWrite => ("artifacts.write", PROJECT_DEVELOPER, true),
+    /// Reads registered models, versions, aliases and model cards.
+    ModelsRead => ("models.read", PROJECT_VIEWER, false),
+    /// Registers models and versions and changes their descriptions, tags and model cards.
+    ModelsWrite => ("models.write", PROJECT_DEVELOPER, true),
+    /// Points aliases such as `champion` at versions, moves versions between stages, and
+    /// deletes registered models and versions.
+    ModelsPromote => ("models.promote", PROJECT_DEPLOYER, true),
+    /// Lists a project's datasets with their current schemas.
+    DatasetsList => ("datasets.list", PROJECT_VIEWER, false),
+    DatasetsCreate => ("datasets.create", PROJECT_DEVELOPER, true),
+    /// Reads one dataset with its current schema and schema history.
+    DatasetsGet => ("datasets.get", PROJECT_VIEWER, false),
+    /// Adds a schema version after a compatibility check.
+    DatasetsSchemaUpdate => ("datasets.schema.update", PROJECT_DEVELOPER, true),
+    /// Uploads a file and ingests it into a new dataset version.
+    DatasetsIngest => ("datasets.ingest", PROJECT_DEVELOPER, true),
+    /// Pushes a micro-batch of JSON messages as an appended segment.
+    DatasetsPush => ("datasets.push", PROJECT_DEVELOPER, true),
+    DatasetVersionsList => ("datasets.versions.list", PROJECT_VIEWER, false),
+    /// Reads one version with its profile; column minimums and maximums are data values.
+    DatasetVersionsGet => ("datasets.versions.get", PROJECT_VIEWER, true),
+    /// Downloads the rows of a version's quarantine file.
+    DatasetQuarantineRead => ("datasets.quarantine.read", PROJECT_VIEWER, true),
+    /// Downloads a version's Parquet file.
+    DatasetVersionsDownload => ("datasets.versions.download", PROJECT_VIEWER, true),
+    /// Lists OpenLineage run events of the projects the caller can see.
+    LineageList => ("lineage.list", Authenticated, false),
 }
 
 impl Action {
@@ -120,15 +158,17 @@ pub struct Caller {
     pub token_project: Option<ProjectId>,
     /// When set, the token never grants more than this project role.
     pub token_max_role: Option<ProjectRole>,
+    /// When set, the token stops working at this time (Unix milliseconds).
+    pub token_expires_at: Option<ghaf_core::UnixMillis>,
 }
 
 impl Caller {
     /// True when the token carries no project or role restriction.
-    fn token_unrestricted(&self) -> bool {
+    pub fn token_unrestricted(&self) -> bool {
         self.token_project.is_none() && self.token_max_role.is_none()
     }
 
-    /// Returns true when the caller holds the tenant role through an unrestricted token.
+    /// Returns true when the caller has the tenant role through an unrestricted token.
     pub fn has_tenant_role(&self, role: TenantRole) -> bool {
         self.token_unrestricted() && self.tenant_roles.contains(&role)
     }
@@ -226,6 +266,7 @@ mod tests {
             project_roles: HashMap::new(),
             token_project: None,
             token_max_role: None,
+            token_expires_at: None,
         }
     }
 
@@ -257,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn other_tenant_project_is_not_found_even_for_admin() {
+    fn other_tenant_project_is_not_found() {
         let mut admin = caller();
         admin.tenant_roles.push(TenantRole::TenantAdmin);
         let error = admin

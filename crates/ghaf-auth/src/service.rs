@@ -11,10 +11,12 @@ use ghaf_meta::{
     StoredToken, Tenant,
 };
 
-use crate::policy::Caller;
-use crate::{AuthError, token};
+use ghaf_core::audit::{AuditOutcome, NewAuditEntry};
 
-/// What bootstrap created on an empty store.
+use crate::policy::Caller;
+use crate::{AuthError, Subject, token};
+
+/// The tenant, project, admin and token created by bootstrap on an empty store.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
     pub tenant: Tenant,
@@ -46,7 +48,7 @@ pub struct TokenRequest {
     pub expires_in_seconds: Option<u64>,
 }
 
-/// Longest lifetime a token can be given: ten years, in seconds.
+/// Maximum token lifetime: ten years, in seconds.
 pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 /// Tenancy and identity operations over a [`MetaStore`].
@@ -64,8 +66,8 @@ impl TenancyService {
         &self.store
     }
 
-    /// Creates the first tenant, its admin (also the platform administrator) and a project
-    /// when the store has no tenant yet; returns `None` when it already has one.
+    /// Creates the first tenant, its admin and a project when the store has no tenant yet.
+    /// The admin is also the platform administrator. Returns `None` when a tenant exists.
     pub async fn bootstrap(
         &self,
         tenant: &Name,
@@ -82,6 +84,7 @@ impl TenancyService {
             Err(MetaError::AlreadyExists { .. }) => return Ok(None),
             Err(error) => return Err(error.into()),
         };
+        self.start_audit_chain(&tenant_id, "bootstrap").await?;
         let (admin, token) = self.create_tenant_admin(&tenant_id, admin, true).await?;
         let project = self
             .store
@@ -106,9 +109,70 @@ impl TenancyService {
     ) -> Result<(Tenant, Principal, IssuedToken), AuthError> {
         let tenant_id = TenantId::new(name.clone());
         let tenant = self.store.create_tenant(&tenant_id, display_name).await?;
+        self.start_audit_chain(&tenant_id, caller.principal.as_str())
+            .await?;
         let (principal, token) = self.create_tenant_admin(&tenant_id, admin, false).await?;
         tracing::info!(tenant = %tenant_id, by = %caller.principal, "created tenant");
         Ok((tenant, principal, token))
+    }
+
+    /// Issues a new token for the platform administrator, for an operator with direct access
+    /// to the store who lost the admin token. The issue is recorded in the administrator's
+    /// tenant chain with the actor `local-operator`.
+    pub async fn issue_recovery_token(&self) -> Result<IssuedToken, AuthError> {
+        let mut admin = None;
+        for tenant in self.store.list_tenants().await? {
+            let principals = self.store.list_principals(&tenant.id).await?;
+            if let Some(found) = principals
+                .into_iter()
+                .find(|p| p.platform_admin && !p.disabled)
+            {
+                admin = Some(found);
+                break;
+            }
+        }
+        let admin = admin.ok_or(AuthError::FailedPrecondition {
+            message: "the store has no platform administrator; run `ghaf init` on an empty store"
+                .into(),
+        })?;
+        let issued = self
+            .store_new_token(&admin, "recovery", None, None, None, "local-operator")
+            .await?;
+        let entry = NewAuditEntry {
+            tenant: admin.tenant.to_string(),
+            actor: "local-operator".into(),
+            action: "tokens.recover".into(),
+            resource: "tokens".into(),
+            outcome: AuditOutcome::Success,
+            status: 201,
+            request_id: String::new(),
+            time: ghaf_core::now_millis(),
+            details: serde_json::json!({
+                "token": issued.stored.id.to_string(),
+                "owner": admin.id.to_string(),
+                "principal_name": admin.name,
+            }),
+        };
+        self.store.append_audit(&entry).await?;
+        Ok(issued)
+    }
+
+    /// Writes the first entry of a new tenant's audit chain. From then on an empty chain for
+    /// an existing tenant means its entries were deleted, which verification reports.
+    async fn start_audit_chain(&self, tenant: &TenantId, actor: &str) -> Result<(), AuthError> {
+        let entry = NewAuditEntry {
+            tenant: tenant.to_string(),
+            actor: actor.to_owned(),
+            action: "tenants.genesis".into(),
+            resource: format!("tenants/{tenant}"),
+            outcome: AuditOutcome::Success,
+            status: 201,
+            request_id: String::new(),
+            time: ghaf_core::now_millis(),
+            details: serde_json::json!({}),
+        };
+        self.store.append_audit(&entry).await?;
+        Ok(())
     }
 
     async fn create_tenant_admin(
@@ -156,12 +220,18 @@ impl TenancyService {
             .find_token_for_authentication(&parsed.id)
             .await?
             .ok_or(AuthError::InvalidToken)?;
+        let subject = Subject {
+            tenant: stored.tenant.clone(),
+            principal: stored.principal.clone(),
+            token: stored.id.clone(),
+        };
         if !token::secret_matches(&parsed.secret, &stored.secret_hash) {
-            return Err(AuthError::InvalidToken);
+            return Err(AuthError::WrongSecret { subject });
         }
         if stored.revoked_at.is_some() {
             return Err(AuthError::TokenRevoked {
                 token_id: stored.id.to_string(),
+                subject,
             });
         }
         if let Some(expires_at) = stored.expires_at
@@ -170,6 +240,7 @@ impl TenancyService {
             return Err(AuthError::TokenExpired {
                 token_id: stored.id.to_string(),
                 expired_at: ghaf_core::format_millis(expires_at),
+                subject,
             });
         }
         let principal = self
@@ -180,6 +251,7 @@ impl TenancyService {
         if principal.disabled {
             return Err(AuthError::PrincipalDisabled {
                 principal: principal.name,
+                subject,
             });
         }
 
@@ -216,6 +288,7 @@ impl TenancyService {
             project_roles,
             token_project: stored.project,
             token_max_role: stored.max_role.and_then(Role::project_role),
+            token_expires_at: stored.expires_at,
         })
     }
 
@@ -307,7 +380,9 @@ impl TenancyService {
                                 .into(),
                     });
                 }
-                self.principal_by_name(caller, name).await?
+                let owner = self.principal_by_name(caller, name).await?;
+                check_may_act_on(caller, &owner, "tokens.create")?;
+                owner
             }
             _ => self
                 .store
@@ -346,13 +421,18 @@ impl TenancyService {
                 ),
             });
         }
-        let expires_at = request.expires_in_seconds.map(|seconds| {
+        let requested_expiry = request.expires_in_seconds.map(|seconds| {
             ghaf_core::now_millis().saturating_add(
                 i64::try_from(seconds)
                     .unwrap_or(i64::MAX)
                     .saturating_mul(1000),
             )
         });
+        // A token never outlives the token that created it.
+        let expires_at = match (requested_expiry, caller.token_expires_at) {
+            (Some(requested), Some(limit)) => Some(requested.min(limit)),
+            (requested, limit) => requested.or(limit),
+        };
         self.store_new_token(
             &owner,
             &request.name,
@@ -391,27 +471,47 @@ impl TenancyService {
         Ok(IssuedToken { stored, secret })
     }
 
-    /// Lists tokens: the caller's own, or every token of the tenant for tenant admins.
+    /// Lists tokens: every token of the tenant for tenant admins, otherwise the caller's own.
+    /// A restricted token sees only tokens at least as restricted as itself.
     pub async fn list_tokens(&self, caller: &Caller) -> Result<Vec<StoredToken>, AuthError> {
         let principal = (!caller.is_tenant_admin()).then_some(&caller.principal);
-        Ok(self.store.list_tokens(&caller.tenant, principal).await?)
+        let tokens = self.store.list_tokens(&caller.tenant, principal).await?;
+        Ok(tokens
+            .into_iter()
+            .filter(|token| within_restrictions(caller, token))
+            .collect())
     }
 
     /// Revokes a token of the caller, or any token of the tenant for tenant admins. Another
-    /// principal's token is `NotFound` to a caller that may not revoke it.
+    /// principal's token, or one less restricted than the caller's own token, is `NotFound`
+    /// to a caller that may not revoke it. `id` may also be a whole token string, whose
+    /// public id is then used.
     pub async fn revoke_token(&self, caller: &Caller, id: &str) -> Result<StoredToken, AuthError> {
+        let token_id = match token::parse(id) {
+            Some(parsed) => parsed.id,
+            None => TokenId::from_stored(id),
+        };
         let not_found = || AuthError::NotFound {
             what: "token",
-            name: id.to_owned(),
+            name: token_id.to_string(),
         };
-        let token_id = TokenId::from_stored(id);
         let stored = self
             .store
             .get_token(&caller.tenant, &token_id)
             .await?
             .ok_or_else(not_found)?;
-        if stored.principal != caller.principal && !caller.is_tenant_admin() {
+        let own = stored.principal == caller.principal;
+        if (!own && !caller.is_tenant_admin()) || !within_restrictions(caller, &stored) {
             return Err(not_found());
+        }
+        if !own {
+            let owner = self
+                .store
+                .get_principal(&caller.tenant, &stored.principal)
+                .await?;
+            if let Some(owner) = owner {
+                check_may_act_on(caller, &owner, "tokens.revoke")?;
+            }
         }
         self.store
             .revoke_token(&caller.tenant, &token_id, ghaf_core::now_millis())
@@ -432,6 +532,7 @@ impl TenancyService {
         role: Role,
     ) -> Result<RoleBinding, AuthError> {
         check_role_scope(role, project.is_some())?;
+        check_may_act_on(caller, principal, "role_bindings.grant")?;
         let binding = RoleBinding {
             tenant: caller.tenant.clone(),
             principal: principal.id.clone(),
@@ -453,6 +554,23 @@ impl TenancyService {
         role: Role,
     ) -> Result<(), AuthError> {
         check_role_scope(role, project.is_some())?;
+        check_may_act_on(caller, principal, "role_bindings.revoke")?;
+        if role == Role::TenantAdmin {
+            let bindings = self.store.list_role_bindings(&caller.tenant, None).await?;
+            let other_admins = bindings
+                .iter()
+                .filter(|b| b.role == Role::TenantAdmin && b.project.is_none())
+                .filter(|b| b.principal != principal.id)
+                .count();
+            if other_admins == 0 {
+                return Err(AuthError::FailedPrecondition {
+                    message: format!(
+                        "{} is the tenant's last tenant_admin; grant the role to another principal first",
+                        principal.name
+                    ),
+                });
+            }
+        }
         let removed = self
             .store
             .revoke_role(&caller.tenant, &principal.id, project.map(|p| &p.id), role)
@@ -465,6 +583,45 @@ impl TenancyService {
         }
         Ok(())
     }
+}
+
+/// Rejects changes to the platform administrator's tokens and roles by anyone but the
+/// platform administrator, so a tenant admin cannot take over the platform.
+fn check_may_act_on(
+    caller: &Caller,
+    target: &Principal,
+    action: &'static str,
+) -> Result<(), AuthError> {
+    if target.platform_admin && target.id != caller.principal && !caller.platform_admin {
+        return Err(AuthError::PermissionDenied {
+            action,
+            needs:
+                "the platform administrator to change the platform administrator's tokens or roles"
+                    .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Returns true when `token` is at least as restricted as the caller's own token: the same
+/// project restriction, no higher role cap, and no later expiry.
+fn within_restrictions(caller: &Caller, token: &StoredToken) -> bool {
+    let project_ok = match &caller.token_project {
+        Some(only) => token.project.as_ref() == Some(only),
+        None => true,
+    };
+    let role_ok = match caller.token_max_role {
+        Some(cap) => token
+            .max_role
+            .and_then(Role::project_role)
+            .is_some_and(|role| role <= cap),
+        None => true,
+    };
+    let expiry_ok = match caller.token_expires_at {
+        Some(limit) => token.expires_at.is_some_and(|at| at <= limit),
+        None => true,
+    };
+    project_ok && role_ok && expiry_ok
 }
 
 fn check_role_scope(role: Role, has_project: bool) -> Result<(), AuthError> {

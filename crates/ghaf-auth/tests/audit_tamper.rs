@@ -37,10 +37,16 @@ async fn tamper(store: &SqlMetaStore, statements: &[&str]) {
         Dialect::Sqlite => &[
             "DROP TRIGGER IF EXISTS audit_log_no_update",
             "DROP TRIGGER IF EXISTS audit_log_no_delete",
+            "DROP TRIGGER IF EXISTS audit_log_positive_seq",
+            "DROP TRIGGER IF EXISTS audit_heads_no_delete",
+            "DROP TRIGGER IF EXISTS audit_heads_forward_only",
         ],
         Dialect::Postgres => &[
             "DROP TRIGGER IF EXISTS audit_log_no_update ON audit_log",
             "DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log",
+            "DROP TRIGGER IF EXISTS audit_heads_guard ON audit_heads",
+            "DROP TRIGGER IF EXISTS audit_heads_no_truncate ON audit_heads",
+            "ALTER TABLE audit_log DROP CONSTRAINT IF EXISTS audit_log_positive_seq",
         ],
     };
     for statement in drop_triggers.iter().chain(statements) {
@@ -81,14 +87,133 @@ async fn intact_chain_verifies(store: SqlMetaStore) {
 
 async fn append_only_triggers_reject_changes(store: SqlMetaStore) {
     fill(&store).await;
-    for statement in [
-        "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3",
-        "DELETE FROM audit_log WHERE seq = 3",
-    ] {
+    let cases = [
+        (
+            "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3",
+            "append-only",
+        ),
+        ("DELETE FROM audit_log WHERE seq = 3", "append-only"),
+        (
+            "DELETE FROM audit_heads WHERE tenant_id = 'acme'",
+            "never deleted",
+        ),
+        (
+            "UPDATE audit_heads SET seq = 5 WHERE tenant_id = 'acme'",
+            "forward",
+        ),
+    ];
+    for (statement, expected) in cases {
         let result = sqlx::query(statement).execute(store.db().pool()).await;
         let message = result.expect_err(statement).to_string();
-        assert!(message.contains("append-only"), "{message}");
+        assert!(message.contains(expected), "{statement}: {message}");
     }
+    let insert = "INSERT INTO audit_log (tenant_id, seq, actor, action, resource, outcome, \
+                  status, request_id, time, details, hash) VALUES ('acme', 0, 'm', 'a', 'r', \
+                  'success', 200, 'x', 0, '{}', 'h')";
+    let result = sqlx::query(insert).execute(store.db().pool()).await;
+    assert!(
+        result.is_err(),
+        "an entry with sequence number 0 was accepted"
+    );
+}
+
+async fn entry_below_one_is_detected(store: SqlMetaStore) {
+    fill(&store).await;
+    tamper(
+        &store,
+        &[
+            "INSERT INTO audit_log (tenant_id, seq, actor, action, resource, outcome, status, \
+           request_id, time, details, hash) VALUES ('acme', -5, 'mallory', 'projects.create', \
+           'projects/evil', 'success', 201, 'forged', 0, '{}', 'x')",
+        ],
+    )
+    .await;
+    assert_broken_at(&verify(&store).await, 1);
+}
+
+async fn unreadable_entry_is_reported(store: SqlMetaStore) {
+    fill(&store).await;
+    if store.db().dialect() == Dialect::Postgres {
+        // PostgreSQL enforces column types, so the cell cannot hold text; change the column.
+        tamper(
+            &store,
+            &[
+                "ALTER TABLE audit_log ALTER COLUMN time TYPE TEXT",
+                "UPDATE audit_log SET time = 'abc' WHERE seq = 4",
+            ],
+        )
+        .await;
+    } else {
+        tamper(&store, &["UPDATE audit_log SET time = 'abc' WHERE seq = 4"]).await;
+    }
+    let report = verify(&store).await;
+    assert!(!report.valid, "{report:?}");
+    assert!(
+        report
+            .problem
+            .as_deref()
+            .unwrap()
+            .contains("cannot be read"),
+        "{report:?}"
+    );
+}
+
+async fn broken_chain_is_never_extended(store: SqlMetaStore) {
+    fill(&store).await;
+    // Forge an entry with a valid chain hash and point the head at it without the key.
+    let forged = NewAuditEntry {
+        actor: "mallory".into(),
+        ..entry(11)
+    };
+    let prev = audit::decode_hash(&stored_hash(&store, ENTRIES).await).unwrap();
+    let hash = hex::encode(audit::chain_hash(&prev, 11, &forged));
+    let insert = format!(
+        "INSERT INTO audit_log (tenant_id, seq, actor, action, resource, outcome, status, \
+         request_id, time, details, hash) VALUES ('acme', 11, 'mallory', 'projects.create', \
+         'projects/p11', 'success', 201, 'req-11', 1700000000011, '{{\"i\":11}}', '{hash}')"
+    );
+    let head = format!(
+        "UPDATE audit_heads SET seq = 11, hash = '{hash}', mac = 'garbage' WHERE tenant_id = 'acme'"
+    );
+    tamper(&store, &[&insert, &head]).await;
+
+    let error = store.append_audit(&entry(12)).await.unwrap_err();
+    assert!(
+        matches!(error, ghaf_meta::MetaError::Corrupt { .. }),
+        "{error}"
+    );
+    assert!(store.check_audit_chain("acme").await.is_err());
+    // Verification still names the forged entry's position.
+    assert_broken_at(&verify(&store).await, 11);
+}
+
+async fn entries_without_head_block_appends(store: SqlMetaStore) {
+    fill(&store).await;
+    tamper(
+        &store,
+        &["DELETE FROM audit_heads WHERE tenant_id = 'acme'"],
+    )
+    .await;
+    let error = store.append_audit(&entry(11)).await.unwrap_err();
+    assert!(
+        matches!(error, ghaf_meta::MetaError::Corrupt { .. }),
+        "{error}"
+    );
+}
+
+async fn deleted_chain_of_existing_tenant_is_detected(store: SqlMetaStore) {
+    let tenant = ghaf_core::TenantId::from_stored("acme");
+    store.create_tenant(&tenant, "Acme").await.unwrap();
+    fill(&store).await;
+    tamper(
+        &store,
+        &[
+            "DELETE FROM audit_log WHERE tenant_id = 'acme'",
+            "DELETE FROM audit_heads WHERE tenant_id = 'acme'",
+        ],
+    )
+    .await;
+    assert_broken_at(&verify(&store).await, 1);
 }
 
 async fn edited_entry_is_detected(store: SqlMetaStore) {
@@ -262,4 +387,9 @@ on_both_backends!(
     truncated_chain_with_rewound_head_is_detected,
     appended_entry_without_key_is_detected,
     deleted_head_is_detected,
+    entry_below_one_is_detected,
+    unreadable_entry_is_reported,
+    broken_chain_is_never_extended,
+    entries_without_head_block_appends,
+    deleted_chain_of_existing_tenant_is_detected,
 );

@@ -521,10 +521,76 @@ fn invalid_duration_is_usage_error() {
 
 #[test]
 fn quickstart_exits_0() {
-    let finished = run_bounded(ghaf(&["quickstart"]));
+    let finished = run_bounded(ghaf(&["quickstart", "--sample", QUICKSTART_SAMPLE_ROWS]));
     let stdout = expect_success(&finished, "quickstart");
     assert!(stdout.contains("All steps passed"), "{stdout}");
     assert!(stdout.contains("Not built yet"), "{stdout}");
+    for table in ["flights", "weather", "planes", "airports", "airlines"] {
+        assert!(
+            stdout.contains(&format!("{table:<9} v1 (new version)")),
+            "{table} was not ingested as a new version:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("flights have no departure time (cancelled)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("validation AUC 0."), "{stdout}");
+    for month in ["Jul", "Aug", "Sep", "Oct", "Nov", "Dec"] {
+        assert!(
+            stdout.contains(&format!("{month} default:")),
+            "no drift line for {month}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("evidently:"), "{stdout}");
+    assert!(stdout.contains("logged run"), "{stdout}");
+    assert!(
+        stdout.contains("flights-arr-delay version 1 is registered"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("signed manifest verified"), "{stdout}");
+    assert!(stdout.contains("all intact"), "{stdout}");
+}
+
+/// Rows per table that the quickstart tests ingest, so a run takes seconds.
+const QUICKSTART_SAMPLE_ROWS: &str = "5000";
+
+#[test]
+fn quickstart_reuses_its_data_dir() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let args = [
+        "quickstart",
+        "--sample",
+        QUICKSTART_SAMPLE_ROWS,
+        "--data-dir",
+        path_str(&data_dir),
+    ];
+    let first = run_bounded(ghaf(&args));
+    expect_success(&first, "first quickstart");
+
+    let second = run_bounded(ghaf(&args));
+    let stdout = expect_success(&second, "second quickstart");
+
+    assert!(
+        stdout.contains("reused the store of an earlier quickstart"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("reused project quickstart"), "{stdout}");
+    for table in ["flights", "weather", "planes", "airports", "airlines"] {
+        assert!(
+            stdout.contains(&format!(
+                "{table:<9} v1 (same content as the existing version, reused)"
+            )),
+            "{table} got a new version on the second run:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("reused run"), "{stdout}");
+    assert!(
+        stdout.contains("flights-arr-delay version 1 is registered"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("All steps passed"), "{stdout}");
 }
 
 #[test]
@@ -542,4 +608,59 @@ fn quickstart_rejects_used_data_dir() {
         "{}",
         finished.describe()
     );
+}
+
+#[test]
+fn runs_and_models_commands() {
+    let temp = tempfile::tempdir().unwrap();
+    let config_dir: PathBuf = temp.path().join("config");
+    let server = ServerProcess::start(&temp.path().join("data"));
+    let token = server.bootstrap_token();
+    let login = client(
+        &config_dir,
+        &["login", "--url", &server.url(), "--token", &token],
+    );
+    expect_success(&login, "login");
+
+    let runs = client(
+        &config_dir,
+        &[
+            "runs",
+            "list",
+            "--filter",
+            "metrics.acc > 0.5",
+            "--order-by",
+            "metrics.acc DESC",
+        ],
+    );
+    expect_success(&runs, "runs list");
+    assert!(
+        runs.stderr.contains("No runs in project default match."),
+        "{}",
+        runs.describe()
+    );
+
+    let invalid = client(
+        &config_dir,
+        &[
+            "runs",
+            "list",
+            "--filter",
+            "metrics.acc > 0.5 OR params.a = 'b'",
+        ],
+    );
+    assert_ne!(invalid.code(), Some(0), "{}", invalid.describe());
+    assert!(invalid.stderr.contains("OR"), "{}", invalid.describe());
+
+    let models = client(&config_dir, &["--output", "json", "models", "list"]);
+    let stdout = expect_success(&models, "models list");
+    let parsed: serde_json::Value = serde_json::from_str(&stdout).expect("models list JSON");
+    assert_eq!(parsed["models"], serde_json::json!([]));
+
+    let alias = client(
+        &config_dir,
+        &["models", "alias", "set", "fraud", "champion", "1"],
+    );
+    assert_ne!(alias.code(), Some(0), "{}", alias.describe());
+    assert!(alias.stderr.contains("not found"), "{}", alias.describe());
 }

@@ -11,6 +11,13 @@ use serde::de::DeserializeOwned;
 use crate::error::{ClientError, REQUEST_ID_HEADER, api_error};
 use crate::views::*;
 
+mod datasets;
+mod tracking;
+
+pub use tracking::RunSearch;
+
+pub use datasets::UPLOAD_TIMEOUT;
+
 /// Time limit for opening a TCP (and TLS) connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -375,6 +382,17 @@ fn parse_base_url(base_url: &str) -> Result<Url, ClientError> {
             "remove the query and fragment; the client adds its own paths",
         ));
     }
+    // Credentials in the URL would be sent as Basic auth in place of the bearer token.
+    if !url.username().is_empty() || url.password().is_some() {
+        let mut shown = url.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        return Err(ClientError::InvalidUrl {
+            url: shown.to_string(),
+            reason: "remove the user name and password from the URL; pass the token with --token or GHAF_TOKEN"
+                .to_owned(),
+        });
+    }
     Ok(url)
 }
 
@@ -484,6 +502,15 @@ mod tests {
                 "{url}: {error:?}"
             );
             assert!(error.to_string().contains("http"), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn base_url_with_credentials_is_rejected() {
+        for url in ["http://user:pw@h:8080", "http://user@h"] {
+            let error = parse_base_url(url).unwrap_err();
+            assert!(error.to_string().contains("--token"), "{url}: {error}");
+            assert!(!error.to_string().contains("pw@"), "{url}: {error}");
         }
     }
 

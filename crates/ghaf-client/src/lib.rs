@@ -19,6 +19,8 @@ mod client;
 mod error;
 pub mod views;
 
-pub use client::{ApiResponse, CONNECT_TIMEOUT, Client, REQUEST_TIMEOUT, USER_AGENT};
+pub use client::{
+    ApiResponse, CONNECT_TIMEOUT, Client, REQUEST_TIMEOUT, RunSearch, UPLOAD_TIMEOUT, USER_AGENT,
+};
 pub use error::{ClientError, REQUEST_ID_HEADER, api_error};
 pub use views::*;

@@ -247,8 +247,8 @@ pub struct AuditEntry {
     /// HTTP status sent to the caller.
     pub status: u16,
     pub request_id: String,
-    /// Milliseconds since the Unix epoch.
-    pub time: i64,
+    /// RFC 3339 UTC time with milliseconds.
+    pub time: String,
     pub details: serde_json::Value,
     /// Hex SHA-256 chain hash.
     pub hash: String,

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Who has to act on an error.
+/// The party that acts on an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -98,7 +98,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable code from the error-code table, such as `not_found`.
     pub code: String,
-    /// What failed, on which value, and what to do next.
+    /// Description of what failed, on which value, and what to do next.
     pub message: String,
     /// Structured context, such as the failing `field` or the `request_id`.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]

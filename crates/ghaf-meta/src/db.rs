@@ -116,18 +116,46 @@ impl Db {
     }
 }
 
-/// Removes the password from a database URL before it appears in a message or log.
+/// Query parameters of connection URLs whose values are secrets.
+const SECRET_PARAMS: &[&str] = &["password", "sslpassword", "sslkey", "secret", "token"];
+
+/// Removes secrets from a connection URL before it appears in a message or log: the password
+/// of the user-info part (which may itself contain `@`) and the values of query parameters
+/// such as `password=` and `sslpassword=`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    // The host starts after the last `@` of the authority, so a password containing `@` is
+    // removed whole.
+    let authority_end = before_query.find('/').unwrap_or(before_query.len());
+    let (authority, path) = before_query.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{credentials}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(query) = query {
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if SECRET_PARAMS.contains(&key.to_ascii_lowercase().as_str()) => {
+                    format!("{key}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&redacted.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -141,5 +169,24 @@ mod tests {
             "postgres://ghaf:***@db:5432/ghaf"
         );
         assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn redact_url_handles_at_in_password() {
+        assert_eq!(
+            redact_url("postgres://u:hun@ter2@h/db"),
+            "postgres://u:***@h/db"
+        );
+    }
+
+    #[test]
+    fn redact_url_hides_query_secrets() {
+        let redacted = redact_url(
+            "postgres://h:5432/db?user=u&password=hunter2&sslpassword=x&sslmode=require",
+        );
+        assert_eq!(
+            redacted,
+            "postgres://h:5432/db?user=u&password=***&sslpassword=***&sslmode=require"
+        );
     }
 }

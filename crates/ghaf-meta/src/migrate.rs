@@ -17,7 +17,8 @@ pub struct Migration {
     pub postgres: &'static str,
 }
 
-/// Every migration, in the order it is applied. Append only: never edit a released entry.
+/// Every migration, in the order it is applied. Versions are unique; domains use their own
+/// ranges (1–99 foundation, 100–199 tracking, 200–299 ingestion). Never edit a released entry.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -30,6 +31,24 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "audit_append_only",
         sqlite: include_str!("../migrations/0002_audit_append_only.sqlite.sql"),
         postgres: include_str!("../migrations/0002_audit_append_only.postgres.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "audit_head_guard",
+        sqlite: include_str!("../migrations/0003_audit_head_guard.sqlite.sql"),
+        postgres: include_str!("../migrations/0003_audit_head_guard.postgres.sql"),
+    },
+    Migration {
+        version: 100,
+        name: "tracking",
+        sqlite: include_str!("../migrations/0100_tracking.sql"),
+        postgres: include_str!("../migrations/0100_tracking.sql"),
+    },
+    Migration {
+        version: 200,
+        name: "ingest",
+        sqlite: include_str!("../migrations/0200_ingest.sql"),
+        postgres: include_str!("../migrations/0200_ingest.sql"),
     },
 ];
 
@@ -65,7 +84,7 @@ async fn apply_pending(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<(), Me
         .await?;
     let applied: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
 
-    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    let known = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
     if let Some(&found) = applied.iter().max()
         && found > known
     {

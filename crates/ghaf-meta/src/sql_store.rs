@@ -48,31 +48,82 @@ impl SqlMetaStore {
         Ok(tx)
     }
 
-    async fn try_append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, MetaError> {
-        let mut tx = self.begin_write().await?;
+    /// Reads the chain head inside `tx` and checks it before anything is appended: the seal
+    /// must verify under this store's key, and the newest stored entry must be the one the
+    /// head names. A chain that fails either check is never extended, so the evidence of
+    /// tampering stays in place for `verify`. Returns `(0, GENESIS_HASH)` for an empty chain.
+    async fn checked_head(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        tenant: &str,
+    ) -> Result<(i64, [u8; 32]), MetaError> {
         let head_query = match self.db.dialect() {
-            Dialect::Sqlite => "SELECT seq, hash FROM audit_heads WHERE tenant_id = ?",
-            Dialect::Postgres => "SELECT seq, hash FROM audit_heads WHERE tenant_id = ? FOR UPDATE",
+            Dialect::Sqlite => "SELECT seq, hash, mac FROM audit_heads WHERE tenant_id = ?",
+            Dialect::Postgres => {
+                "SELECT seq, hash, mac FROM audit_heads WHERE tenant_id = ? FOR UPDATE"
+            }
         };
         let head = sqlx::query(self.db.sql(head_query))
-            .bind(&entry.tenant)
-            .fetch_optional(&mut *tx)
+            .bind(tenant)
+            .fetch_optional(&mut **tx)
             .await?;
-        let (prev_seq, prev_hash) = match &head {
-            Some(row) => {
-                let seq: i64 = row.try_get(0)?;
-                let hash: String = row.try_get(1)?;
-                let bytes = audit::decode_hash(&hash).ok_or_else(|| MetaError::Corrupt {
-                    what: "audit chain head",
-                    message: format!(
-                        "tenant {}: hash {hash:?} is not 64 hex digits",
-                        entry.tenant
-                    ),
-                })?;
-                (seq, bytes)
-            }
-            None => (0, audit::GENESIS_HASH),
+        let newest =
+            sqlx::query(self.db.sql(
+                "SELECT seq, hash FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+            ))
+            .bind(tenant)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let broken = |message: String| MetaError::Corrupt {
+            what: "audit chain",
+            message: format!(
+                "tenant {tenant}: {message}; appends are refused until the chain is repaired (run `ghaf audit verify`)"
+            ),
         };
+
+        let Some(head) = head else {
+            return match newest {
+                None => Ok((0, audit::GENESIS_HASH)),
+                Some(_) => Err(broken("the chain has entries but no sealed head".into())),
+            };
+        };
+        let seq: i64 = head.try_get(0)?;
+        let hash: String = head.try_get(1)?;
+        let mac: String = head.try_get(2)?;
+        if audit::head_mac(&self.audit_key, tenant, seq, &hash) != mac {
+            return Err(broken(format!(
+                "the seal of the chain head at entry {seq} does not verify under this server's audit key"
+            )));
+        }
+        let newest_matches = match &newest {
+            Some(row) => {
+                let newest_seq: i64 = row.try_get(0).unwrap_or(i64::MIN);
+                let newest_hash: String = row.try_get(1).unwrap_or_default();
+                newest_seq == seq && newest_hash == hash
+            }
+            None => false,
+        };
+        if !newest_matches {
+            return Err(broken(format!(
+                "the newest stored entry is not the sealed head (entry {seq})"
+            )));
+        }
+        let bytes = audit::decode_hash(&hash)
+            .ok_or_else(|| broken(format!("the head hash {hash:?} is not 64 hex digits")))?;
+        Ok((seq, bytes))
+    }
+
+    async fn check_chain(&self, tenant: &str) -> Result<(), MetaError> {
+        let mut tx = self.db.pool().begin().await?;
+        let result = self.checked_head(&mut tx, tenant).await.map(|_| ());
+        tx.rollback().await?;
+        result
+    }
+
+    async fn try_append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let (prev_seq, prev_hash) = self.checked_head(&mut tx, &entry.tenant).await?;
+        let head_exists = prev_seq > 0;
 
         let seq = prev_seq + 1;
         let hash = hex::encode(audit::chain_hash(&prev_hash, seq, entry));
@@ -96,7 +147,7 @@ impl SqlMetaStore {
         .await?;
 
         let mac = audit::head_mac(&self.audit_key, &entry.tenant, seq, &hash);
-        if head.is_some() {
+        if head_exists {
             let moved = sqlx::query(self.db.sql(
                 "UPDATE audit_heads SET seq = ?, hash = ?, mac = ? WHERE tenant_id = ? AND seq = ?",
             ))
@@ -230,6 +281,16 @@ fn token_from_row(row: &AnyRow) -> Result<StoredToken, MetaError> {
 }
 
 fn audit_from_row(row: &AnyRow) -> Result<AuditEntry, MetaError> {
+    audit_from_row_inner(row).map_err(|error| match error {
+        MetaError::Database(source) => MetaError::Corrupt {
+            what: "audit entry",
+            message: format!("a stored entry cannot be read: {source}"),
+        },
+        other => other,
+    })
+}
+
+fn audit_from_row_inner(row: &AnyRow) -> Result<AuditEntry, MetaError> {
     let outcome: String = row.try_get("outcome")?;
     let details: String = row.try_get("details")?;
     let status: i64 = row.try_get("status")?;
@@ -705,6 +766,10 @@ impl MetaStore for SqlMetaStore {
             .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn check_audit_chain(&self, tenant: &str) -> Result<(), MetaError> {
+        self.check_chain(tenant).await
     }
 
     async fn audit_head(&self, tenant: &str) -> Result<Option<AuditHead>, MetaError> {

@@ -241,6 +241,8 @@ pub trait MetaStore: Send + Sync + 'static {
     // Audit log.
 
     /// Appends an entry to the tenant's chain (`entry.tenant`) and moves the sealed head.
+    /// Fails with `Corrupt`, appending nothing, when the head's seal does not verify or the
+    /// newest entry is not the one the head names.
     async fn append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, MetaError>;
     /// Lists entries of one chain that match the filter, in sequence order.
     async fn list_audit(
@@ -256,6 +258,9 @@ pub trait MetaStore: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, MetaError>;
+    /// Checks, without appending, that the tenant's chain passes the checks `append_audit`
+    /// makes.
+    async fn check_audit_chain(&self, tenant: &str) -> Result<(), MetaError>;
     async fn audit_head(&self, tenant: &str) -> Result<Option<AuditHead>, MetaError>;
     /// Names of every chain that has a head, so verification can cover them all.
     async fn audit_chains(&self) -> Result<Vec<String>, MetaError>;

@@ -45,7 +45,7 @@ pub async fn postgres_store() -> (SqlMetaStore, PgGuard) {
     let admin_url = format!("{base}/postgres");
     let name = format!("ghaf_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
-        panic!("cannot reach PostgreSQL at {admin_url}: {error}; start it (.ci/run does) or set GHAF_TEST_POSTGRES_URL")
+        panic!("cannot reach PostgreSQL at {admin_url}: {error}; start it (scripts/test does) or set GHAF_TEST_POSTGRES_URL")
     });
     sqlx::Executor::execute(
         &mut conn,

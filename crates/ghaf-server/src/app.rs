@@ -44,8 +44,7 @@ pub fn route_table() -> Vec<RouteInfo> {
 
 /// Opens the stores named by the configuration and returns the server state.
 pub async fn open_state(config: &ServerConfig) -> anyhow::Result<AppState> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    create_private_dir(&config.data_dir)?;
     let audit_key = load_or_create_key(&config.audit_key_path())?;
     let db = Db::connect(&config.metadata_url(), config.metadata.max_connections)
         .await
@@ -55,10 +54,53 @@ pub async fn open_state(config: &ServerConfig) -> anyhow::Result<AppState> {
                 ghaf_meta::redact_url(&config.metadata_url())
             )
         })?;
-    let store: Arc<dyn MetaStore> = Arc::new(SqlMetaStore::new(db, audit_key.clone()));
+    for file in ["meta.db", "meta.db-wal", "meta.db-shm"] {
+        restrict_to_owner(&config.data_dir.join(file));
+    }
+    let store: Arc<dyn MetaStore> = Arc::new(SqlMetaStore::new(db.clone(), audit_key.clone()));
+    check_audit_key(store.as_ref(), &audit_key, &config.audit_key_path()).await?;
     let blobs =
         BlobStore::from_config(&config.blob_config()).context("cannot open the blob store")?;
-    Ok(AppState::new(store, blobs, audit_key, config.clone()))
+    let state = AppState::new(store, blobs.clone(), audit_key, config.clone());
+    state.set_tracking(tracking_service(config, db.clone(), blobs.clone()));
+    state.set_ingest(ingest_service(config, db, blobs));
+    Ok(state)
+}
+
+/// Builds the ingest service on the metadata database and blob store, with staging files
+/// under `<data_dir>/ingest-staging`. Staging files older than a day, left by ingests whose
+/// process died, are deleted here.
+pub fn ingest_service(
+    config: &ServerConfig,
+    db: Db,
+    blobs: BlobStore,
+) -> ghaf_ingest::IngestService {
+    let lineage_url =
+        (!config.ingest.lineage_url.is_empty()).then(|| config.ingest.lineage_url.clone());
+    let service = ghaf_ingest::IngestService::new(
+        ghaf_ingest::DatasetStore::new(db),
+        blobs,
+        ghaf_ingest::staging_dir(&config.data_dir),
+    )
+    .with_lineage_endpoint(lineage_url);
+    if let Err(error) = service.clean_staging(Duration::from_secs(24 * 3600)) {
+        tracing::warn!(error = %error, "cannot clean the ingest staging directory");
+    }
+    service
+}
+
+/// Builds the tracking service on the metadata database and blob store, with the tenants'
+/// signing keys under `<data_dir>/keys/signing`.
+pub fn tracking_service(
+    config: &ServerConfig,
+    db: Db,
+    blobs: BlobStore,
+) -> ghaf_tracking::TrackingService {
+    ghaf_tracking::TrackingService::new(
+        Arc::new(ghaf_tracking::SqlTrackingStore::new(db)),
+        blobs,
+        ghaf_tracking::FileKeyStore::new(config.signing_keys_dir()),
+    )
 }
 
 /// Bootstraps an empty store with the configured names; `None` when it is not empty.
@@ -110,19 +152,39 @@ pub fn print_bootstrap(created: &Bootstrap, url: &str) {
 /// Serves the API on the configured address until SIGINT or SIGTERM, then finishes in-flight
 /// requests.
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
-    let listen = state.config().listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}; is another server using the port?"))?;
+    let listener = bind(state.config().listen).await?;
     serve_with(state, listener, shutdown_signal()).await
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// Binds the server's listening socket. Bind before bootstrapping, so a port that is in use
+/// fails before anything is created.
+pub async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot listen on {listen}: {error}. Another process may be using the port; \
+             choose another with --listen HOST:PORT"
+            )
+        })
+}
+
+/// Time a client has to send a request's headers before its connection is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Serves the API on `listener` until `shutdown` completes, then gives in-flight requests up
+/// to 30 s to finish.
 pub async fn serve_with(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "ghaf server listening");
     let blobs = state.blobs().clone();
@@ -134,15 +196,66 @@ pub async fn serve_with(
             Err(error) => tracing::warn!(%error, "cannot clean staging blobs"),
         }
     });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server failed")?;
+
+    let mut consumers = crate::consumers::start_nats_consumers(&state).await;
+    consumers.extend(crate::consumers::start_kafka_consumers(&state).await);
+    let app = router(state);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Usually too many open files; pause instead of spinning.
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(app.clone());
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, %error, "connection closed with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+
+    drop(listener);
+    tracing::info!("shutdown signal received, finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!(
+                seconds = SHUTDOWN_GRACE.as_secs(),
+                "connections still open after the shutdown grace period; closing them"
+            );
+        }
+    }
+    for consumer in consumers {
+        consumer.abort();
+    }
     tracing::info!("ghaf server stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -164,7 +277,54 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutdown signal received, finishing in-flight requests");
+}
+
+/// Refuses to start when the stored chain heads were sealed with another key: several
+/// servers on one database must share the audit key file, or each would report the others'
+/// entries as tampered.
+async fn check_audit_key(store: &dyn MetaStore, key: &[u8], key_path: &Path) -> anyhow::Result<()> {
+    let chains = store.audit_chains().await?;
+    let mut sealed = 0;
+    let mut matching = 0;
+    for chain in chains.iter().take(20) {
+        if let Some(head) = store.audit_head(chain).await? {
+            sealed += 1;
+            if ghaf_core::audit::head_mac(key, chain, head.seq, &head.hash) == head.mac {
+                matching += 1;
+            }
+        }
+    }
+    anyhow::ensure!(
+        sealed == 0 || matching > 0,
+        "the audit key {} does not match the key that sealed the stored audit chains; \
+         every server on this database must use the same key file (audit.key_file)",
+        key_path.display()
+    );
+    Ok(())
+}
+
+/// Creates a directory readable only by its owner on Unix.
+fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path)
+        .with_context(|| format!("cannot create data directory {}", path.display()))?;
+    restrict_to_owner(path);
+    Ok(())
+}
+
+/// Limits an existing file or directory to its owner (0600 or 0700) on Unix; a failure is
+/// logged, not fatal, because the path may be managed by the operator.
+fn restrict_to_owner(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(metadata) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = if metadata.is_dir() { 0o700 } else { 0o600 };
+        if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path = %path.display(), %error, "cannot restrict permissions");
+        }
+    }
 }
 
 /// Reads the audit key, creating it with 32 random bytes (owner-only permissions) when the

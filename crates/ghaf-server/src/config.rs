@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub bootstrap: BootstrapConfig,
     /// Audit log settings.
     pub audit: AuditConfig,
+    /// Dataset ingestion. Env: `GHAF_INGEST__MAX_UPLOAD_BYTES`, `GHAF_INGEST__LINEAGE_URL`.
+    pub ingest: IngestConfig,
 }
 
 /// Metadata database settings.
@@ -89,6 +91,103 @@ pub struct AuditConfig {
     pub key_file: String,
 }
 
+/// Dataset ingestion settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest file accepted by the dataset upload route, in bytes; larger uploads get `413`.
+    /// Uploads stream to a staging file under `<data_dir>/ingest-staging`, so this bounds
+    /// disk use, not memory. Uploads also count against `http.request_timeout_seconds`.
+    pub max_upload_bytes: u64,
+    /// OpenLineage HTTP endpoint that receives a copy of every ingest run event, such as
+    /// `http://127.0.0.1:5000/api/v1/lineage`. Empty sends none; Ghaf stores the events and
+    /// serves them at `/api/v1/lineage` either way.
+    pub lineage_url: String,
+    /// NATS JetStream consumers that feed datasets, one `[[ingest.nats]]` table each.
+    pub nats: Vec<NatsConsumerSettings>,
+    /// Kafka consumers that feed datasets, one `[[ingest.kafka]]` table each.
+    pub kafka: Vec<KafkaConsumerSettings>,
+}
+
+/// One NATS JetStream consumer that the server runs for a dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConsumerSettings {
+    /// Server URL, such as `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Name of an existing JetStream stream.
+    pub stream: String,
+    /// Subject filter of the consumer, such as `events.>`.
+    pub subject: String,
+    /// Durable consumer name; also the `consumer` label of the lag metric.
+    pub durable: String,
+    /// Tenant, project and dataset that receive the messages.
+    pub tenant: String,
+    pub project: String,
+    pub dataset: String,
+    /// Maximum number of messages per committed segment.
+    #[serde(default = "default_nats_batch_size")]
+    pub batch_size: usize,
+    /// Maximum wait for a batch to fill, in milliseconds.
+    #[serde(default = "default_nats_max_wait_ms")]
+    pub max_wait_ms: u64,
+    /// Seconds after which the server redelivers a message that was not acknowledged.
+    #[serde(default = "default_nats_ack_wait_seconds")]
+    pub ack_wait_seconds: u64,
+}
+
+/// One Kafka consumer that the server runs for a dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConsumerSettings {
+    /// Bootstrap servers, such as `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Existing topics to read.
+    pub topics: Vec<String>,
+    /// Consumer group id; also the `consumer` label of the lag metric.
+    pub group_id: String,
+    /// Tenant, project and dataset that receive the messages.
+    pub tenant: String,
+    pub project: String,
+    pub dataset: String,
+    /// Maximum number of messages per committed segment.
+    #[serde(default = "default_nats_batch_size")]
+    pub batch_size: usize,
+    /// Maximum wait for a batch to fill, in milliseconds.
+    #[serde(default = "default_nats_max_wait_ms")]
+    pub max_wait_ms: u64,
+    /// Seconds after which the group coordinator removes a member that sent no heartbeat.
+    #[serde(default = "default_kafka_session_timeout_seconds")]
+    pub session_timeout_seconds: u64,
+}
+
+fn default_kafka_session_timeout_seconds() -> u64 {
+    45
+}
+
+fn default_nats_batch_size() -> usize {
+    500
+}
+
+fn default_nats_max_wait_ms() -> u64 {
+    1000
+}
+
+fn default_nats_ack_wait_seconds() -> u64 {
+    30
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 10 * 1024 * 1024 * 1024,
+            lineage_url: String::new(),
+            nats: Vec::new(),
+            kafka: Vec::new(),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -109,6 +208,7 @@ impl Default for ServerConfig {
             http: HttpConfig::default(),
             bootstrap: BootstrapConfig::default(),
             audit: AuditConfig::default(),
+            ingest: IngestConfig::default(),
         }
     }
 }
@@ -207,6 +307,12 @@ impl ServerConfig {
             ghaf_core::Name::parse(value)
                 .map_err(|error| ConfigError::Invalid(format!("{key}: {error}")))?;
         }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(ConfigError::Invalid(format!(
+                "log_level {:?} is not a valid filter: {error}; use a level such as `info` or `info,ghaf_server=debug`",
+                self.log_level
+            )));
+        }
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "http.max_body_bytes must be at least 1".into(),
@@ -215,6 +321,11 @@ impl ServerConfig {
         if self.http.request_timeout_seconds == 0 {
             return Err(ConfigError::Invalid(
                 "http.request_timeout_seconds must be at least 1".into(),
+            ));
+        }
+        if self.ingest.max_upload_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "ingest.max_upload_bytes must be at least 1".into(),
             ));
         }
         if self.metadata.max_connections == 0 {
@@ -242,6 +353,11 @@ impl ServerConfig {
             .unwrap_or_else(|| BlobConfig::local_default(&self.data_dir))
     }
 
+    /// Directory of the tenants' Ed25519 keys that sign model artifact manifests.
+    pub fn signing_keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys").join("signing")
+    }
+
     pub fn audit_key_path(&self) -> PathBuf {
         if self.audit.key_file.is_empty() {
             self.data_dir.join("keys").join("audit.key")
@@ -257,11 +373,17 @@ impl ServerConfig {
         resolved.metadata.url = ghaf_meta_redact(&self.metadata_url());
         let mut blob = self.blob_config();
         if let BlobConfig::S3 {
-            secret_access_key, ..
+            secret_access_key,
+            endpoint,
+            ..
         } = &mut blob
-            && secret_access_key.is_some()
         {
-            *secret_access_key = Some("***".into());
+            if secret_access_key.is_some() {
+                *secret_access_key = Some("***".into());
+            }
+            if let Some(url) = endpoint {
+                *url = ghaf_meta_redact(url);
+            }
         }
         resolved.blob = Some(blob);
         resolved.audit.key_file = self.audit_key_path().display().to_string();
@@ -281,7 +403,13 @@ fn describe_figment_error(error: &figment::Error) -> String {
         .clone()
         .into_iter()
         .map(|e| {
-            let mut message = e.kind.to_string();
+            let mut message = match &e.kind {
+                figment::error::Kind::UnknownField(field, expected) => format!(
+                    "unknown key `{field}`; expected one of: {}",
+                    expected.join(", ")
+                ),
+                kind => kind.to_string(),
+            };
             if !e.path.is_empty() {
                 message = format!("{}: {message}", e.path.join("."));
             }
@@ -407,6 +535,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("bootstrap.tenant"), "{error}");
+    }
+
+    #[test]
+    fn invalid_log_level_is_rejected() {
+        let error = load_from("log_level = \"loud=[\"\n", &[], &ConfigOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("log_level"), "{error}");
     }
 
     #[test]

@@ -94,3 +94,15 @@ impl From<BlobError> for ApiError {
         ApiError::new(error.code(), error.to_string())
     }
 }
+
+impl From<ghaf_tracking::TrackingError> for ApiError {
+    fn from(error: ghaf_tracking::TrackingError) -> Self {
+        let details = match &error {
+            ghaf_tracking::TrackingError::InvalidArgument { field, .. } => {
+                serde_json::json!({ "field": field })
+            }
+            _ => serde_json::Value::Null,
+        };
+        ApiError::new(error.code(), error.to_string()).with_details(details)
+    }
+}

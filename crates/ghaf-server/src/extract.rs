@@ -50,6 +50,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     )
                 }
             })?;
+        // Every request body is a JSON object; serde would also take a struct as an array.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|&b| b == b'[') {
+            return Err(ApiError::invalid_field(
+                ".",
+                "the request body must be a JSON object, not an array",
+            ));
+        }
         decode_json(&bytes).map(ApiJson)
     }
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod consumers;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -15,6 +16,9 @@ pub mod openapi;
 pub mod state;
 pub mod telemetry;
 
-pub use app::{bootstrap, open_state, print_bootstrap, route_table, router, serve, serve_with};
+pub use app::{
+    bind, bootstrap, open_state, print_bootstrap, route_table, router, serve, serve_with,
+    shutdown_signal,
+};
 pub use config::{ConfigOverrides, LogFormat, ServerConfig};
 pub use state::AppState;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -23,6 +24,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -31,10 +37,12 @@ struct OutcomeLabels {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    consumer_lag: Family<ConsumerLabels, Gauge>,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram>,
     audit_entries: Family<OutcomeLabels, Counter>,
     audit_failures: Counter,
+    audit_suppressed: Counter,
 }
 
 impl Metrics {
@@ -66,12 +74,26 @@ impl Metrics {
             "Audit entries that could not be stored",
             audit_failures.clone(),
         );
+        let audit_suppressed = Counter::default();
+        registry.register(
+            "audit_suppressed",
+            "Entries of unauthenticated calls not written because they exceeded the rate limit",
+            audit_suppressed.clone(),
+        );
+        let consumer_lag = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "ingest_consumer_lag_messages",
+            "Messages of a stream consumer's subject not yet delivered, by durable consumer name",
+            consumer_lag.clone(),
+        );
         Self {
+            consumer_lag,
             registry: Arc::new(registry),
             requests,
             durations,
             audit_entries,
             audit_failures,
+            audit_suppressed,
         }
     }
 
@@ -99,8 +121,21 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets the lag of the stream consumer named `consumer` (a configured durable name).
+    pub fn set_consumer_lag(&self, consumer: &str, lag: u64) {
+        self.consumer_lag
+            .get_or_create(&ConsumerLabels {
+                consumer: consumer.to_owned(),
+            })
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
     pub fn audit_failed(&self) {
         self.audit_failures.inc();
+    }
+
+    pub fn audit_suppressed(&self) {
+        self.audit_suppressed.inc();
     }
 
     /// Renders every metric in the Prometheus text exposition format.

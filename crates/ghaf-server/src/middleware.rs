@@ -19,7 +19,7 @@ use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Who made a request, attached to the response so the outer middleware can log it.
+/// Ids of the caller, attached to the response so the outer middleware can log them.
 #[derive(Clone, Debug)]
 struct CallerIds {
     tenant: String,
@@ -40,7 +40,7 @@ pub async fn request_context(
         .and_then(RequestId::parse_client)
         .unwrap_or_else(RequestId::generate);
     request.extensions_mut().insert(request_id.clone());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -58,7 +58,7 @@ pub async fn request_context(
         ApiError::new(
             ErrorCode::Unavailable,
             format!(
-                "the request timed out after {} s; retry later",
+                "the request timed out after {} s; it may still complete, so check its result before retrying",
                 limit.as_secs()
             ),
         )
@@ -91,11 +91,36 @@ pub async fn request_context(
     response
 }
 
+/// Header that selects the project on MLflow-compatible routes, whose paths name none.
+pub const PROJECT_HEADER: &str = "x-ghaf-project";
+
+/// Returns the method as a metric label: one of the standard methods, or `other`, so a
+/// client cannot create label values at will.
+fn method_label(method: &axum::http::Method) -> String {
+    use axum::http::Method;
+    let known = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+    ];
+    if known.contains(method) {
+        method.as_str().to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
 /// State of one route's guard: the action the route performs.
 #[derive(Clone)]
 pub struct Guard {
     pub state: AppState,
     pub action: Action,
+    /// The route is MLflow-compatible: see [`crate::api::RouteInfo::mlflow`].
+    pub mlflow: bool,
 }
 
 /// Authenticates the bearer token, authorises the route's action (for project routes, on the
@@ -124,30 +149,42 @@ pub async fn guard(
     let (caller, project) = match authorised {
         Ok(found) => found,
         Err((error, caller)) => {
-            let outcome = if error.is_denial() || error.code() == ErrorCode::NotFound {
-                AuditOutcome::Denied
-            } else {
-                AuditOutcome::Failed
-            };
-            let api_error = ApiError::from(error);
-            let entry = audit_entry(
-                &guard,
-                caller.as_ref(),
-                &request,
-                &resource,
-                &request_id,
-                outcome,
-                api_error.code.http_status(),
-                Some(api_error.code),
-            );
+            let (entry, response) =
+                rejection(&guard, error, caller, &request, &resource, &request_id);
             record_audit(&guard.state, entry).await;
-            let mut response = api_error.into_response();
-            if let Some(caller) = caller {
-                attach_ids(&mut response, &caller);
-            }
             return response;
         }
     };
+
+    // Fail closed: a change or data read whose audit entry could not be written afterwards
+    // is refused up front. The audit routes stay open so auditors can investigate.
+    let audit_read = matches!(guard.action, Action::AuditList | Action::AuditVerify);
+    if guard.action.audited() && !audit_read {
+        let check = guard
+            .state
+            .store()
+            .check_audit_chain(caller.tenant.as_str())
+            .await;
+        if let Err(error) = check {
+            tracing::error!(
+                %error,
+                tenant = %caller.tenant,
+                principal = %caller.principal,
+                action = guard.action.name(),
+                "refusing an audited call because the audit chain cannot be extended"
+            );
+            let mut response = ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the audit log of tenant {} cannot record this call, so it was refused: {error}",
+                    caller.tenant
+                ),
+            )
+            .into_response();
+            attach_ids(&mut response, &caller);
+            return response;
+        }
+    }
 
     request.extensions_mut().insert(caller.clone());
     if let Some(project) = project {
@@ -166,21 +203,98 @@ pub async fn guard(
         )
     });
 
-    let mut response = next.run(request).await;
-
-    if let Some(mut entry) = audit_template {
-        let status = response.status();
-        entry.status = status.as_u16();
-        if !(status.is_success() || status.is_redirection()) {
-            entry.outcome = AuditOutcome::Failed;
-            if let Some(info) = response.extensions().get::<ErrorInfo>() {
-                entry.details["error_code"] = info.code.as_str().into();
-            }
+    // The handler and its audit entry run in their own task: a client that disconnects, or
+    // the request time limit, drops this future but never a half-audited change.
+    let state = guard.state.clone();
+    let task = tokio::spawn(async move {
+        let handler = std::panic::AssertUnwindSafe(next.run(request));
+        let response = match futures::FutureExt::catch_unwind(handler).await {
+            Ok(response) => response,
+            Err(panic) => panic_response(panic),
+        };
+        if let Some(entry) = audit_template {
+            record_audit(&state, complete_entry(entry, &response)).await;
         }
-        record_audit(&guard.state, entry).await;
-    }
+        response
+    });
+    let mut response = match task.await {
+        Ok(response) => response,
+        Err(error) => ApiError::new(ErrorCode::Internal, format!("request task failed: {error}"))
+            .into_response(),
+    };
     attach_ids(&mut response, &caller);
     response
+}
+
+/// Builds the audit entry and the response for a call that authentication or authorisation
+/// rejected. A rejected token that was found is recorded in its owner's tenant chain,
+/// anything else in the system chain.
+fn rejection(
+    guard: &Guard,
+    error: AuthError,
+    caller: Option<Caller>,
+    request: &Request,
+    resource: &str,
+    request_id: &RequestId,
+) -> (NewAuditEntry, Response) {
+    let outcome = if error.is_denial() || error.code() == ErrorCode::NotFound {
+        AuditOutcome::Denied
+    } else {
+        AuditOutcome::Failed
+    };
+    let subject = error.subject().cloned();
+    let api_error = ApiError::from(error);
+    let mut entry = audit_entry(
+        guard,
+        caller.as_ref(),
+        request,
+        resource,
+        request_id,
+        outcome,
+        api_error.code.http_status(),
+        Some(api_error.code),
+    );
+    if let (None, Some(subject)) = (&caller, subject) {
+        entry.tenant = subject.tenant.to_string();
+        entry.actor = subject.principal.to_string();
+        entry.details["token_id"] = subject.token.to_string().into();
+    }
+    let mut response = api_error.into_response();
+    if let Some(caller) = caller {
+        attach_ids(&mut response, &caller);
+    }
+    (entry, response)
+}
+
+/// Context a handler adds to its audit entry, such as the name of what it created. It is
+/// merged into the entry's `details`; it must never carry secrets or row data.
+#[derive(Clone, Debug)]
+pub struct AuditDetails(pub serde_json::Value);
+
+/// Fills in the outcome of an audited call from its response.
+fn complete_entry(mut entry: NewAuditEntry, response: &Response) -> NewAuditEntry {
+    let status = response.status();
+    entry.status = status.as_u16();
+    if !(status.is_success() || status.is_redirection()) {
+        let info = response.extensions().get::<ErrorInfo>();
+        let denied = info.is_some_and(|info| info.code.kind() == ghaf_core::ErrorKind::Auth);
+        entry.outcome = if denied {
+            AuditOutcome::Denied
+        } else {
+            AuditOutcome::Failed
+        };
+        if let Some(info) = info {
+            entry.details["error_code"] = info.code.as_str().into();
+        }
+    }
+    if let Some(AuditDetails(serde_json::Value::Object(extra))) =
+        response.extensions().get::<AuditDetails>()
+    {
+        for (key, value) in extra {
+            entry.details[key.as_str()] = value.clone();
+        }
+    }
+    entry
 }
 
 type AuthorisationFailure = (AuthError, Option<Caller>);
@@ -205,7 +319,16 @@ async fn authorise(
         return Ok((caller, None));
     }
 
-    let Some(name) = params.get("project") else {
+    let project_name = match params.get("project") {
+        Some(name) => Some(name.clone()),
+        None if guard.mlflow => Some(
+            mlflow_project_name(guard, headers, &caller)
+                .await
+                .map_err(|error| (error, Some(caller.clone())))?,
+        ),
+        None => None,
+    };
+    let Some(name) = project_name.as_deref() else {
         // A project action on a route without `{project}` is a wiring mistake: deny.
         tracing::error!(
             action = guard.action.name(),
@@ -231,6 +354,38 @@ async fn authorise(
     Ok((caller, Some(project)))
 }
 
+/// Finds the project of an MLflow-compatible request, whose path names none: the
+/// `X-Ghaf-Project` header, else the project the token is restricted to, else the bootstrap
+/// project (`default` unless configured otherwise).
+async fn mlflow_project_name(
+    guard: &Guard,
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Result<String, AuthError> {
+    if let Some(value) = headers.get(PROJECT_HEADER) {
+        return value
+            .to_str()
+            .map(|name| name.trim().to_owned())
+            .map_err(|_| AuthError::NotFound {
+                what: "project",
+                name: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            });
+    }
+    if let Some(id) = &caller.token_project {
+        let project = guard
+            .state
+            .store()
+            .get_project(&caller.tenant, id)
+            .await?
+            .ok_or_else(|| AuthError::NotFound {
+                what: "project",
+                name: id.to_string(),
+            })?;
+        return Ok(project.name);
+    }
+    Ok(guard.state.config().bootstrap.project.clone())
+}
+
 fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let header = headers
         .get(AUTHORIZATION)
@@ -243,12 +398,34 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-/// The audited resource: the request path below `/api/v1/`.
+/// Longest resource path recorded in an audit entry, in bytes.
+const MAX_RESOURCE_LEN: usize = 512;
+
+/// Returns the audited resource: the percent-decoded request path below `/api/v1/`, with any
+/// segment that is a whole API token reduced to its public id, cut to 512 bytes.
 fn resource_of(path: &str) -> String {
-    path.strip_prefix("/api/v1/")
-        .unwrap_or(path)
-        .trim_end_matches('/')
-        .to_owned()
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let trimmed = decoded
+        .strip_prefix("/api/v1/")
+        .unwrap_or(&decoded)
+        .trim_end_matches('/');
+    let mut resource = trimmed
+        .split('/')
+        .map(|segment| match ghaf_auth::token::parse(segment) {
+            Some(parsed) => format!("ghaf_{}_<redacted>", parsed.id),
+            None => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    if resource.len() > MAX_RESOURCE_LEN {
+        let mut cut = MAX_RESOURCE_LEN;
+        while !resource.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        resource.truncate(cut);
+        resource.push('…');
+    }
+    resource
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -291,8 +468,12 @@ fn audit_entry(
 }
 
 /// Appends an audit entry. A failure cannot undo the call any more, so it is logged at
-/// ERROR with the whole entry: the log then holds the record the database could not take.
+/// ERROR with the whole entry: the log then has the record the database could not take.
 async fn record_audit(state: &AppState, entry: NewAuditEntry) {
+    if entry.tenant == SYSTEM_CHAIN && !state.system_audit_limiter().try_acquire() {
+        state.metrics().audit_suppressed();
+        return;
+    }
     match state.store().append_audit(&entry).await {
         Ok(_) => state.metrics().audit_appended(entry.outcome.as_str()),
         Err(error) => {
@@ -329,7 +510,7 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
     ApiError::new(ErrorCode::Internal, format!("handler panicked: {message}")).into_response()
 }
 
-/// Answers requests that match no route.
+/// Returns `404 route_not_found` for requests that match no route.
 pub async fn route_not_found(request: Request) -> Response {
     ApiError::new(
         ErrorCode::RouteNotFound,
@@ -342,7 +523,7 @@ pub async fn route_not_found(request: Request) -> Response {
     .into_response()
 }
 
-/// Answers a known path with a method it does not support.
+/// Returns `405 method_not_allowed` for a known path with a method it does not support.
 pub async fn method_not_allowed(request: Request) -> Response {
     let mut response = ApiError::new(
         ErrorCode::MethodNotAllowed,
@@ -365,5 +546,33 @@ mod tests {
     fn resource_strips_api_prefix() {
         assert_eq!(resource_of("/api/v1/projects/fraud/"), "projects/fraud");
         assert_eq!(resource_of("/healthz"), "/healthz");
+    }
+
+    #[test]
+    fn resource_is_decoded() {
+        assert_eq!(
+            resource_of("/api/v1/projects/%73ecret%2Dproj/members"),
+            "projects/secret-proj/members"
+        );
+    }
+
+    #[test]
+    fn resource_redacts_tokens() {
+        let (id, token, _) = ghaf_auth::token::generate();
+        let resource = resource_of(&format!("/api/v1/tokens/{token}"));
+        assert_eq!(resource, format!("tokens/ghaf_{id}_<redacted>"));
+    }
+
+    #[test]
+    fn resource_is_bounded() {
+        let long = format!("/api/v1/{}", "é".repeat(2_000));
+        assert!(resource_of(&long).len() <= MAX_RESOURCE_LEN + '…'.len_utf8());
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let custom = axum::http::Method::from_bytes(b"BREAK1").unwrap();
+        assert_eq!(method_label(&custom), "other");
+        assert_eq!(method_label(&axum::http::Method::GET), "GET");
     }
 }

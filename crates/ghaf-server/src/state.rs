@@ -9,6 +9,47 @@ use ghaf_meta::MetaStore;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 
+/// Entries of unauthenticated calls the system chain takes in a burst.
+const SYSTEM_AUDIT_BURST: f64 = 200.0;
+/// Entries per second the system chain takes once a burst is used up.
+const SYSTEM_AUDIT_PER_SECOND: f64 = 50.0;
+
+/// A token bucket: `try_acquire` succeeds while tokens remain; they refill at a fixed rate.
+pub struct RateLimiter {
+    capacity: f64,
+    per_second: f64,
+    bucket: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(capacity: f64, per_second: f64) -> Self {
+        Self {
+            capacity,
+            per_second,
+            bucket: std::sync::Mutex::new((capacity, std::time::Instant::now())),
+        }
+    }
+
+    /// Takes one token; returns false when none is left.
+    pub fn try_acquire(&self) -> bool {
+        let mut bucket = self
+            .bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, refilled_at) = &mut *bucket;
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(*refilled_at).as_secs_f64();
+        *tokens = (*tokens + elapsed * self.per_second).min(self.capacity);
+        *refilled_at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Everything handlers need, cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -22,6 +63,11 @@ struct Inner {
     metrics: Metrics,
     audit_key: Vec<u8>,
     config: ServerConfig,
+    system_audit_limiter: RateLimiter,
+    /// Experiment tracking and the model registry, set once at start-up.
+    tracking: std::sync::OnceLock<ghaf_tracking::TrackingService>,
+    /// Datasets and ingestion, set once at start-up.
+    ingest: std::sync::OnceLock<ghaf_ingest::IngestService>,
 }
 
 impl AppState {
@@ -39,6 +85,9 @@ impl AppState {
                 metrics: Metrics::new(),
                 audit_key,
                 config,
+                system_audit_limiter: RateLimiter::new(SYSTEM_AUDIT_BURST, SYSTEM_AUDIT_PER_SECOND),
+                tracking: std::sync::OnceLock::new(),
+                ingest: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -65,5 +114,31 @@ impl AppState {
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    /// Limits how many entries unauthenticated calls add to the system audit chain, so
+    /// anonymous traffic cannot fill the append-only log.
+    pub fn system_audit_limiter(&self) -> &RateLimiter {
+        &self.inner.system_audit_limiter
+    }
+
+    /// Sets the tracking service; a second call keeps the first service.
+    pub fn set_tracking(&self, tracking: ghaf_tracking::TrackingService) {
+        let _ = self.inner.tracking.set(tracking);
+    }
+
+    /// Returns the tracking service, or `None` on a server started without one.
+    pub fn tracking(&self) -> Option<&ghaf_tracking::TrackingService> {
+        self.inner.tracking.get()
+    }
+
+    /// Sets the ingest service; a second call keeps the first service.
+    pub fn set_ingest(&self, ingest: ghaf_ingest::IngestService) {
+        let _ = self.inner.ingest.set(ingest);
+    }
+
+    /// Returns the ingest service, or `None` on a server started without one.
+    pub fn ingest(&self) -> Option<&ghaf_ingest::IngestService> {
+        self.inner.ingest.get()
     }
 }

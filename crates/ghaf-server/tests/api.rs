@@ -589,3 +589,338 @@ async fn restart_keeps_state_and_does_not_bootstrap_again() {
     assert!(dir.path().join("keys/audit.key").exists());
     assert!(dir.path().join("meta.db").exists());
 }
+
+/// Creates a principal with an optional tenant-wide role and returns its token.
+async fn principal_with_role(app: &TestApp, name: &str, role: Option<ghaf_core::Role>) -> String {
+    let admin = app.tenancy().authenticate(&app.admin_token).await.unwrap();
+    let principal = app
+        .tenancy()
+        .create_principal(
+            &admin,
+            ghaf_meta::PrincipalKind::User,
+            &ghaf_core::Name::parse(name).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    if let Some(role) = role {
+        app.tenancy()
+            .grant_role(&admin, &principal, None, role)
+            .await
+            .unwrap();
+    }
+    app.tenancy()
+        .issue_token(
+            &admin,
+            &ghaf_auth::TokenRequest {
+                principal: Some(name.into()),
+                name: "t".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .secret
+}
+
+#[tokio::test]
+async fn tenant_admin_cannot_take_over_platform_admin() {
+    let app = TestApp::new().await;
+    let second = principal_with_role(&app, "ta2", Some(ghaf_core::Role::TenantAdmin)).await;
+    let minted = app
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&second),
+            Some(serde_json::json!({"name": "steal", "principal": "admin"})),
+        )
+        .await;
+    assert_eq!(minted.status, 403, "{}", minted.text());
+
+    let admin_token_id = ghaf_auth::token::parse(&app.admin_token).unwrap().id;
+    let revoked = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{admin_token_id}"),
+            Some(&second),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 403, "{}", revoked.text());
+    let demoted = app
+        .call(
+            "DELETE",
+            "/api/v1/role-bindings/admin/tenant_admin",
+            Some(&second),
+            None,
+        )
+        .await;
+    assert_eq!(demoted.status, 403, "{}", demoted.text());
+
+    // The attempts are audited as denials.
+    let denied = app
+        .call(
+            "GET",
+            "/api/v1/audit?outcome=denied&actor=ta2",
+            Some(&app.admin_token),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(denied["entries"].as_array().unwrap().len(), 3, "{denied}");
+}
+
+#[tokio::test]
+async fn last_tenant_admin_cannot_be_removed() {
+    let app = TestApp::new().await;
+    let response = app
+        .call(
+            "DELETE",
+            "/api/v1/role-bindings/admin/tenant_admin",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(response.status, 409, "{}", response.text());
+    assert_eq!(response.code(), "failed_precondition");
+}
+
+#[tokio::test]
+async fn child_token_never_outlives_its_parent() {
+    let app = TestApp::new().await;
+    let parent = app
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&app.admin_token),
+            Some(serde_json::json!({"name": "short", "expires_in_seconds": 60})),
+        )
+        .await
+        .json();
+    let parent_secret = parent["secret"].as_str().unwrap();
+    let child = app
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(parent_secret),
+            Some(serde_json::json!({"name": "forever"})),
+        )
+        .await
+        .json();
+    assert_eq!(child["expires_at"], parent["expires_at"], "{child}");
+}
+
+#[tokio::test]
+async fn revoking_by_whole_token_keeps_secret_out_of_audit() {
+    let app = TestApp::new().await;
+    let created = app
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&app.admin_token),
+            Some(serde_json::json!({"name": "leaked"})),
+        )
+        .await
+        .json();
+    let secret = created["secret"].as_str().unwrap();
+    let response = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{secret}"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        app.call("GET", "/api/v1/whoami", Some(secret), None)
+            .await
+            .status,
+        401
+    );
+
+    let audit = app
+        .call(
+            "GET",
+            "/api/v1/audit?limit=1000",
+            Some(&app.admin_token),
+            None,
+        )
+        .await
+        .text();
+    let secret_part = secret.rsplit('_').next().unwrap();
+    assert!(
+        !audit.contains(secret_part),
+        "the audit log contains the token secret"
+    );
+    assert!(audit.contains("<redacted>"), "{audit}");
+}
+
+#[tokio::test]
+async fn array_body_is_rejected() {
+    let app = TestApp::new().await;
+    let response = app
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&app.admin_token),
+            Some(serde_json::json!(["arr", "x"])),
+        )
+        .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert_eq!(response.code(), "invalid_argument");
+}
+
+#[tokio::test]
+async fn invisible_characters_are_rejected() {
+    let app = TestApp::new().await;
+    for description in ["evil\u{202E}txt", "\u{200B}"] {
+        let body = serde_json::json!({"name": "x", "description": description});
+        let response = app
+            .call(
+                "POST",
+                "/api/v1/projects",
+                Some(&app.admin_token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(response.status, 400, "{description:?}: {}", response.text());
+    }
+}
+
+#[tokio::test]
+async fn rejected_known_token_is_audited_in_its_tenant() {
+    let app = TestApp::new().await;
+    let created = app
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&app.admin_token),
+            Some(serde_json::json!({"name": "gone"})),
+        )
+        .await
+        .json();
+    let id = created["id"].as_str().unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    app.call(
+        "DELETE",
+        &format!("/api/v1/tokens/{id}"),
+        Some(&app.admin_token),
+        None,
+    )
+    .await;
+    app.call("GET", "/api/v1/projects", Some(secret), None)
+        .await;
+
+    let wrong_secret = format!("ghaf_{id}_{}", "c".repeat(64));
+    app.call("GET", "/api/v1/projects", Some(&wrong_secret), None)
+        .await;
+
+    let denied = app
+        .call(
+            "GET",
+            "/api/v1/audit?outcome=denied",
+            Some(&app.admin_token),
+            None,
+        )
+        .await
+        .json();
+    let entries = denied["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{denied}");
+    for entry in entries {
+        assert_eq!(entry["details"]["token_id"], id);
+    }
+    assert_eq!(entries[0]["details"]["error_code"], "token_revoked");
+    assert_eq!(entries[1]["details"]["error_code"], "unauthenticated");
+}
+
+#[tokio::test]
+async fn audit_entries_name_what_changed() {
+    let app = TestApp::new().await;
+    app.call(
+        "POST",
+        "/api/v1/projects",
+        Some(&app.admin_token),
+        Some(serde_json::json!({"name": "fraud"})),
+    )
+    .await;
+    let page = app
+        .call(
+            "GET",
+            "/api/v1/audit?action=projects.create",
+            Some(&app.admin_token),
+            None,
+        )
+        .await
+        .json();
+    let entry = &page["entries"][0];
+    assert_eq!(entry["details"]["project"], "fraud", "{entry}");
+    assert!(entry["time"].as_str().unwrap().ends_with('Z'), "{entry}");
+}
+
+#[tokio::test]
+async fn recovery_token_is_issued_and_audited() {
+    let app = TestApp::new().await;
+    let issued = app.tenancy().issue_recovery_token().await.unwrap();
+    let whoami = app
+        .call("GET", "/api/v1/whoami", Some(&issued.secret), None)
+        .await
+        .json();
+    assert_eq!(whoami["platform_admin"], true);
+    let page = app
+        .call(
+            "GET",
+            "/api/v1/audit?action=tokens.recover",
+            Some(&app.admin_token),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(page["entries"][0]["actor"], "local-operator", "{page}");
+}
+
+#[tokio::test]
+async fn broken_audit_chain_refuses_changes() {
+    let app = TestApp::new().await;
+    app.call(
+        "POST",
+        "/api/v1/projects",
+        Some(&app.admin_token),
+        Some(serde_json::json!({"name": "a"})),
+    )
+    .await;
+    // Make the head's seal invalid, as an edit without the key would.
+    let dir = app.data_dir();
+    let url = format!("sqlite://{}", dir.join("meta.db").display());
+    let db = ghaf_meta::Db::connect(&url, 1).await.unwrap();
+    for statement in [
+        "DROP TRIGGER audit_heads_forward_only",
+        "UPDATE audit_heads SET mac = 'garbage' WHERE tenant_id = 'default'",
+    ] {
+        sqlx::query(statement).execute(db.pool()).await.unwrap();
+    }
+
+    let response = app
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&app.admin_token),
+            Some(serde_json::json!({"name": "b"})),
+        )
+        .await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    let projects = app
+        .call("GET", "/api/v1/projects", Some(&app.admin_token), None)
+        .await
+        .text();
+    assert!(
+        !projects.contains("\"b\""),
+        "the refused change happened: {projects}"
+    );
+
+    let verify = app
+        .call("POST", "/api/v1/audit/verify", Some(&app.admin_token), None)
+        .await
+        .json();
+    assert_eq!(verify["valid"], false, "{verify}");
+}

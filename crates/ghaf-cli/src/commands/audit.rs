@@ -128,6 +128,18 @@ async fn list_all(context: &Context, client: &Client, args: &ListArgs) -> anyhow
     Ok(())
 }
 
+/// Shows the principal's name next to its id when the entry records it.
+fn actor_label(entry: &AuditEntry) -> String {
+    match entry
+        .details
+        .get("principal_name")
+        .and_then(|name| name.as_str())
+    {
+        Some(name) => format!("{name} ({})", entry.actor),
+        None => entry.actor.clone(),
+    }
+}
+
 fn print_entries(entries: &[AuditEntry]) {
     let mut table = output::table(&[
         "seq",
@@ -142,8 +154,8 @@ fn print_entries(entries: &[AuditEntry]) {
     for entry in entries {
         table.add_row([
             entry.seq.to_string(),
-            output::format_millis(entry.time),
-            entry.actor.clone(),
+            entry.time.clone(),
+            actor_label(entry),
             entry.action.clone(),
             entry.resource.clone(),
             entry.outcome.clone(),

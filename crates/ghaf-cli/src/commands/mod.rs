@@ -1,6 +1,7 @@
 //! The subcommands and their dispatch.
 
 pub mod audit;
+pub mod datasets;
 pub mod principals;
 pub mod projects;
 pub mod quickstart;
@@ -9,6 +10,7 @@ pub mod server;
 pub mod session;
 pub mod tenants;
 pub mod tokens;
+pub mod tracking;
 
 use clap::{Parser, Subcommand};
 
@@ -38,10 +40,10 @@ pub enum Command {
     /// List and create tenants (platform administrator)
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
-    /// List, create and show projects, and manage their members
+    /// List, create and get projects, and manage their members
     #[command(subcommand)]
     Projects(projects::ProjectsCommand),
-    /// List, create and show users and service accounts
+    /// List, create and get users and service accounts
     #[command(subcommand)]
     Principals(principals::PrincipalsCommand),
     /// List, grant and revoke role bindings
@@ -53,6 +55,15 @@ pub enum Command {
     /// List the audit log and verify its hash chain
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Create datasets, ingest files into versions, show profiles and quarantined rows
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
+    /// Search experiment runs with MLflow's filter grammar
+    #[command(subcommand)]
+    Runs(tracking::RunsCommand),
+    /// List registered models and versions, verify versions, and set aliases
+    #[command(subcommand)]
+    Models(tracking::ModelsCommand),
     /// Run the foundation end to end against a temporary in-process server
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -73,6 +84,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Roles(command) => roles::run(&Context::load(&cli.global)?, command).await,
         Command::Tokens(command) => tokens::run(&Context::load(&cli.global)?, command).await,
         Command::Audit(command) => audit::run(&Context::load(&cli.global)?, command).await,
+        Command::Datasets(command) => datasets::run(&Context::load(&cli.global)?, command).await,
+        Command::Runs(command) => tracking::run_runs(&Context::load(&cli.global)?, command).await,
+        Command::Models(command) => {
+            tracking::run_models(&Context::load(&cli.global)?, command).await
+        }
     }
 }
 

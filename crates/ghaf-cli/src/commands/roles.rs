@@ -114,7 +114,11 @@ pub fn parse_role(value: &str) -> Result<Role, String> {
 
 /// Parses a project role name: viewer, developer, deployer or admin.
 pub fn parse_project_role(value: &str) -> Result<ProjectRole, String> {
-    let role: Role = value.parse()?;
+    let role: Role = value.parse().map_err(|_| {
+        format!(
+            "unknown project role {value:?}; expected one of viewer, developer, deployer, admin"
+        )
+    })?;
     role.project_role().ok_or_else(|| {
         format!(
             "{value} is a tenant role; use a project role: viewer, developer, deployer or admin"

@@ -52,6 +52,11 @@ pub struct ServerArgs {
 pub struct InitArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+
+    /// Issues a new token for the platform administrator of an existing store, for when the
+    /// admin token is lost. Needs direct access to the server's configuration and data.
+    #[arg(long)]
+    pub issue_admin_token: bool,
 }
 
 /// Runs the server until SIGINT or SIGTERM, bootstrapping an empty store first when the
@@ -63,13 +68,15 @@ pub async fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     ghaf_server::telemetry::init(config.log_format, &config.log_level);
+    let listener = ghaf_server::bind(config.listen).await?;
+    let address = listener.local_addr()?;
     let state = ghaf_server::open_state(&config).await?;
     if config.bootstrap.enabled
         && let Some(created) = ghaf_server::bootstrap(&state).await?
     {
-        ghaf_server::print_bootstrap(&created, &format!("http://{}", config.listen));
+        ghaf_server::print_bootstrap(&created, &format!("http://{address}"));
     }
-    ghaf_server::serve(state).await
+    ghaf_server::serve_with(state, listener, ghaf_server::shutdown_signal()).await
 }
 
 /// Bootstraps an empty store and prints the admin token; reports an existing store without
@@ -78,6 +85,14 @@ pub async fn run_init(args: &InitArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     ghaf_server::telemetry::init(config.log_format, &config.log_level);
     let state = ghaf_server::open_state(&config).await?;
+    if args.issue_admin_token {
+        let issued = state.tenancy().issue_recovery_token().await?;
+        println!(
+            "New token for the platform administrator (shown once; the audit log records its issue):\n\n  {}\n",
+            issued.secret
+        );
+        return Ok(());
+    }
     match ghaf_server::bootstrap(&state).await? {
         Some(created) => {
             ghaf_server::print_bootstrap(&created, &format!("http://{}", config.listen));
@@ -90,7 +105,8 @@ pub async fn run_init(args: &InitArgs) -> anyhow::Result<()> {
             };
             println!(
                 "The metadata store {location} already has a tenant, so there is nothing to initialise.\n\
-                 Log in with an existing token, or ask a tenant admin to create one with `ghaf tokens create`."
+                 Log in with an existing token, or ask a tenant admin to create one with `ghaf tokens create`.\n\
+                 If the admin token is lost, run `ghaf init --issue-admin-token` on the server's machine."
             );
         }
     }

@@ -95,16 +95,26 @@ async fn list_audit(
         })?),
         None => None,
     };
-    // Actors are stored as principal ids; accept a principal name as well.
+    // Actors are stored as principal ids; accept a principal name as well. An existing id
+    // wins, so a principal named after another's id cannot hide that principal's entries.
     let actor = match query.actor {
-        Some(actor) => match state
-            .store()
-            .get_principal_by_name(&caller.tenant, &actor)
-            .await?
-        {
-            Some(principal) => Some(principal.id.to_string()),
-            None => Some(actor),
-        },
+        Some(actor) => {
+            let id = ghaf_core::PrincipalId::from_stored(actor.clone());
+            let is_id = state
+                .store()
+                .get_principal(&caller.tenant, &id)
+                .await?
+                .is_some();
+            let by_name = if is_id {
+                None
+            } else {
+                state
+                    .store()
+                    .get_principal_by_name(&caller.tenant, &actor)
+                    .await?
+            };
+            Some(by_name.map_or(actor, |principal| principal.id.to_string()))
+        }
         None => None,
     };
     let filter = AuditFilter {
@@ -133,7 +143,7 @@ async fn list_audit(
         .then(|| entries.last().map(|e| e.seq))
         .flatten();
     Ok(Json(AuditPage {
-        entries,
+        entries: entries.into_iter().map(Into::into).collect(),
         next_after,
     }))
 }

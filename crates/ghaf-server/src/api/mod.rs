@@ -6,9 +6,13 @@
 //! authorisation-matrix test, so no route can exist without a decision about who may call it.
 
 mod audit;
+pub mod datasets;
+pub mod lineage;
+pub mod mlflow;
 mod system;
 mod tenancy;
 mod tokens;
+mod tracking;
 pub mod views;
 
 use std::collections::BTreeMap;
@@ -22,7 +26,7 @@ use ghaf_auth::Action;
 use crate::middleware::{self, Guard};
 use crate::state::AppState;
 
-/// Who may call a route.
+/// The access rule of a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// No credentials needed: health, readiness, metrics and the API description.
@@ -47,6 +51,10 @@ pub struct RouteInfo {
     pub success: u16,
     /// Query parameters: name and description.
     pub query: &'static [(&'static str, &'static str)],
+    /// An MLflow-compatible route: the project comes from the `X-Ghaf-Project` header, else
+    /// the token's project, else the bootstrap project, and errors have MLflow's body and
+    /// statuses.
+    pub mlflow: bool,
 }
 
 impl RouteInfo {
@@ -60,7 +68,14 @@ impl RouteInfo {
             response: None,
             success: 200,
             query: &[],
+            mlflow: false,
         }
+    }
+
+    /// Marks the route as MLflow-compatible (see [`RouteInfo::mlflow`]).
+    pub fn mlflow(mut self) -> Self {
+        self.mlflow = true;
+        self
     }
 
     pub fn request(mut self, schema: &'static str) -> Self {
@@ -108,17 +123,27 @@ impl ApiRouter {
         let filter = MethodFilter::try_from(info.method.clone())
             .unwrap_or_else(|_| panic!("unsupported method {} on {}", info.method, info.path));
         let access = info.access;
+        let mlflow_route = info.mlflow;
         let build: RouteBuilder = Box::new(move |state: AppState| {
             let method_router: MethodRouter<AppState> = axum::routing::on(filter, handler);
-            match access {
+            let method_router = match access {
                 Access::Public => method_router,
                 Access::Action(action) => {
-                    let guard = Guard { state, action };
+                    let guard = Guard {
+                        state,
+                        action,
+                        mlflow: mlflow_route,
+                    };
                     method_router.route_layer(axum::middleware::from_fn_with_state(
                         guard,
                         middleware::guard,
                     ))
                 }
+            };
+            if mlflow_route {
+                method_router.route_layer(axum::middleware::from_fn(mlflow::error_layer))
+            } else {
+                method_router
             }
         });
         self.builders.push((info.path, build));
@@ -154,9 +179,13 @@ pub fn register_all(api: &mut ApiRouter) {
     tenancy::register(api);
     tokens::register(api);
     audit::register(api);
+    datasets::register(api);
+    lineage::register(api);
+    mlflow::register(api);
+    tracking::register(api);
 }
 
-/// Every schema referenced by a route, for the OpenAPI document.
+/// Returns every schema referenced by a route, for the OpenAPI document.
 pub fn schemas() -> Vec<(
     String,
     utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
@@ -194,11 +223,34 @@ pub fn schemas() -> Vec<(
         entry::<WhoamiView>(),
         entry::<PrincipalRef>(),
         entry::<AuditPage>(),
-        entry::<ghaf_core::audit::AuditEntry>(),
+        entry::<AuditEntryView>(),
         entry::<ghaf_core::audit::AuditOutcome>(),
         entry::<ghaf_auth::audit::ChainReport>(),
         entry::<AuditVerifyView>(),
         entry::<HealthView>(),
+        entry::<mlflow::MlflowMessage>(),
+        entry::<tracking::ExperimentView>(),
+        entry::<tracking::ExperimentList>(),
+        entry::<tracking::RunView>(),
+        entry::<tracking::RunList>(),
+        entry::<tracking::RegisteredModelView>(),
+        entry::<tracking::ModelList>(),
+        entry::<tracking::ManifestFileView>(),
+        entry::<tracking::ModelVersionView>(),
+        entry::<tracking::ModelVersionList>(),
+        entry::<tracking::VerificationView>(),
+        entry::<tracking::ModelCardRequest>(),
+        entry::<tracking::SetAliasRequest>(),
+        entry::<datasets::CreateDatasetRequest>(),
+        entry::<datasets::UpdateSchemaRequest>(),
+        entry::<datasets::DatasetView>(),
+        entry::<datasets::DatasetList>(),
+        entry::<datasets::SchemaVersionView>(),
+        entry::<datasets::DatasetVersionView>(),
+        entry::<datasets::DatasetVersionList>(),
+        entry::<datasets::IngestResponse>(),
+        entry::<datasets::PushResponse>(),
+        entry::<lineage::LineagePage>(),
     ]
 }
 

@@ -11,6 +11,7 @@ use super::views::*;
 use super::{Access, ApiRouter, RouteInfo};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::middleware::AuditDetails;
 use crate::state::AppState;
 
 pub fn register(api: &mut ApiRouter) {
@@ -193,7 +194,7 @@ async fn create_tenant(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateTenantRequest>,
-) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditDetails>, Json<CreatedTenant>), ApiError> {
     let admin = match body.admin {
         Some(admin) => admin,
         None => {
@@ -206,8 +207,13 @@ async fn create_tenant(
         .tenancy()
         .create_tenant(&caller, &body.name, &display_name, &admin)
         .await?;
+    let details = AuditDetails(serde_json::json!({
+        "tenant": tenant.id.to_string(),
+        "admin": principal.name,
+    }));
     Ok((
         StatusCode::CREATED,
+        Extension(details),
         Json(CreatedTenant {
             tenant: tenant.into(),
             admin: principal.into(),
@@ -230,13 +236,18 @@ async fn create_project(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateProjectRequest>,
-) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditDetails>, Json<ProjectView>), ApiError> {
     check_text("description", &body.description, 2_000)?;
     let project = state
         .tenancy()
         .create_project(&caller, &body.name, &body.description)
         .await?;
-    Ok((StatusCode::CREATED, Json(project.into())))
+    let details = AuditDetails(serde_json::json!({ "project": project.name }));
+    Ok((
+        StatusCode::CREATED,
+        Extension(details),
+        Json(project.into()),
+    ))
 }
 
 async fn get_project(Extension(project): Extension<Project>) -> Json<ProjectView> {
@@ -275,14 +286,16 @@ async fn grant_member(
     Extension(caller): Extension<Caller>,
     Extension(project): Extension<Project>,
     ApiJson(body): ApiJson<GrantMemberRequest>,
-) -> Result<(StatusCode, Json<RoleBindingView>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditDetails>, Json<RoleBindingView>), ApiError> {
     let principal = principal_field(&state, &caller, &body.principal).await?;
     let binding = state
         .tenancy()
         .grant_role(&caller, &principal, Some(&project), Role::from(body.role))
         .await?;
+    let details = binding_details(&principal.name, binding.role, Some(&project.name));
     Ok((
         StatusCode::CREATED,
+        Extension(details),
         Json(RoleBindingView::new(
             binding,
             principal.name,
@@ -291,12 +304,21 @@ async fn grant_member(
     ))
 }
 
+/// Audit details of a role grant or revocation.
+fn binding_details(principal: &str, role: Role, project: Option<&str>) -> AuditDetails {
+    AuditDetails(serde_json::json!({
+        "principal": principal,
+        "role": role.as_str(),
+        "project": project,
+    }))
+}
+
 async fn revoke_member(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(project): Extension<Project>,
     ApiPath((_project, principal, role)): ApiPath<(String, String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, Extension<AuditDetails>), ApiError> {
     let role = parse_role_segment(&role)?;
     let principal = state
         .tenancy()
@@ -306,7 +328,8 @@ async fn revoke_member(
         .tenancy()
         .revoke_role(&caller, &principal, Some(&project), role)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let details = binding_details(&principal.name, role, Some(&project.name));
+    Ok((StatusCode::NO_CONTENT, Extension(details)))
 }
 
 async fn list_principals(
@@ -323,7 +346,7 @@ async fn create_principal(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreatePrincipalRequest>,
-) -> Result<(StatusCode, Json<PrincipalView>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditDetails>, Json<PrincipalView>), ApiError> {
     if let Some(email) = &body.email {
         check_text("email", email, 254)?;
         if !email.contains('@') {
@@ -337,7 +360,15 @@ async fn create_principal(
         .tenancy()
         .create_principal(&caller, body.kind, &body.name, body.email)
         .await?;
-    Ok((StatusCode::CREATED, Json(principal.into())))
+    let details = AuditDetails(serde_json::json!({
+        "principal": principal.name,
+        "kind": principal.kind.as_str(),
+    }));
+    Ok((
+        StatusCode::CREATED,
+        Extension(details),
+        Json(principal.into()),
+    ))
 }
 
 async fn get_principal(
@@ -382,7 +413,7 @@ async fn grant_role(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<GrantRoleRequest>,
-) -> Result<(StatusCode, Json<RoleBindingView>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditDetails>, Json<RoleBindingView>), ApiError> {
     let principal = principal_field(&state, &caller, &body.principal).await?;
     let project = match &body.project {
         Some(name) => Some(project_field(&state, &caller, name).await?),
@@ -392,8 +423,14 @@ async fn grant_role(
         .tenancy()
         .grant_role(&caller, &principal, project.as_ref(), body.role)
         .await?;
+    let details = binding_details(
+        &principal.name,
+        body.role,
+        project.as_ref().map(|p| p.name.as_str()),
+    );
     Ok((
         StatusCode::CREATED,
+        Extension(details),
         Json(RoleBindingView::new(
             binding,
             principal.name,
@@ -413,7 +450,7 @@ async fn revoke_role(
     Extension(caller): Extension<Caller>,
     ApiPath((principal, role)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<RevokeQuery>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, Extension<AuditDetails>), ApiError> {
     let role = parse_role_segment(&role)?;
     let principal = state
         .tenancy()
@@ -427,7 +464,12 @@ async fn revoke_role(
         .tenancy()
         .revoke_role(&caller, &principal, project.as_ref(), role)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let details = binding_details(
+        &principal.name,
+        role,
+        project.as_ref().map(|p| p.name.as_str()),
+    );
+    Ok((StatusCode::NO_CONTENT, Extension(details)))
 }
 
 /// Resolves a principal named in a request body; `not_found` names the field.
@@ -470,11 +512,22 @@ pub(crate) fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(
             format!("`{field}` has more than {max_chars} characters; shorten it"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if value
+        .chars()
+        .any(|c| c.is_control() || is_invisible_format(c))
+    {
         return Err(ApiError::invalid_field(
             field,
-            format!("`{field}` contains control characters; remove them"),
+            format!(
+                "`{field}` contains control, zero-width or text-direction characters; remove them"
+            ),
         ));
     }
     Ok(())
+}
+
+/// Returns true for zero-width and bidirectional-override characters, which make text
+/// display differently from what it contains.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }

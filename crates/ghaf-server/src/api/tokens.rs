@@ -10,6 +10,7 @@ use super::views::*;
 use super::{Access, ApiRouter, RouteInfo};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
+use crate::middleware::AuditDetails;
 use crate::state::AppState;
 
 pub fn register(api: &mut ApiRouter) {
@@ -62,7 +63,7 @@ async fn create_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateTokenRequest>,
-) -> Result<(StatusCode, Json<IssuedTokenView>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditDetails>, Json<IssuedTokenView>), ApiError> {
     if body.name.trim().is_empty() {
         return Err(ApiError::invalid_field(
             "name",
@@ -78,14 +79,25 @@ async fn create_token(
         expires_in_seconds: body.expires_in_seconds,
     };
     let issued = state.tenancy().issue_token(&caller, &request).await?;
-    Ok((StatusCode::CREATED, Json(issued.into())))
+    let details = AuditDetails(serde_json::json!({
+        "token": issued.stored.id.to_string(),
+        "owner": issued.stored.principal.to_string(),
+        "project": issued.stored.project.as_ref().map(ToString::to_string),
+        "max_role": issued.stored.max_role.map(|role| role.as_str()),
+        "expires_at": issued.stored.expires_at,
+    }));
+    Ok((StatusCode::CREATED, Extension(details), Json(issued.into())))
 }
 
 async fn revoke_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<TokenView>, ApiError> {
+) -> Result<(Extension<AuditDetails>, Json<TokenView>), ApiError> {
     let token = state.tenancy().revoke_token(&caller, &id).await?;
-    Ok(Json(token.into()))
+    let details = AuditDetails(serde_json::json!({
+        "token": token.id.to_string(),
+        "owner": token.principal.to_string(),
+    }));
+    Ok((Extension(details), Json(token.into())))
 }

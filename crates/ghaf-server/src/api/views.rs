@@ -300,9 +300,49 @@ impl From<&Caller> for WhoamiView {
     }
 }
 
+/// An audit entry as the API shows it. `time` is RFC 3339 UTC with milliseconds, the same
+/// instant the chain hash covers (stored as Unix milliseconds).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryView {
+    /// Position in the tenant's chain, starting at 1.
+    pub seq: i64,
+    pub tenant: String,
+    /// Principal id, `anonymous`, `bootstrap` or `local-operator`.
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+    /// `success`, `denied` or `failed`.
+    pub outcome: String,
+    pub status: u16,
+    pub request_id: String,
+    pub time: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// Hex SHA-256 chain hash.
+    pub hash: String,
+}
+
+impl From<ghaf_core::audit::AuditEntry> for AuditEntryView {
+    fn from(entry: ghaf_core::audit::AuditEntry) -> Self {
+        Self {
+            seq: entry.seq,
+            tenant: entry.tenant,
+            actor: entry.actor,
+            action: entry.action,
+            resource: entry.resource,
+            outcome: entry.outcome.as_str().to_owned(),
+            status: entry.status,
+            request_id: entry.request_id,
+            time: time(entry.time),
+            details: entry.details,
+            hash: entry.hash,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditPage {
-    pub entries: Vec<ghaf_core::audit::AuditEntry>,
+    pub entries: Vec<AuditEntryView>,
     /// Pass as `after` to get the next page; absent on the last page.
     pub next_after: Option<i64>,
 }

@@ -34,9 +34,13 @@ impl TestApp {
         config.data_dir = dir.path().to_owned();
         let url = format!("sqlite://{}", dir.path().join("meta.db").display());
         let db = Db::connect(&url, 4).await.expect("open sqlite");
-        let store: Arc<dyn MetaStore> = Arc::new(SqlMetaStore::new(db, AUDIT_KEY.to_vec()));
+        let store: Arc<dyn MetaStore> = Arc::new(SqlMetaStore::new(db.clone(), AUDIT_KEY.to_vec()));
         let blobs = BlobStore::from_config(&config.blob_config()).expect("blob store");
+        let tracking = ghaf_server::app::tracking_service(&config, db.clone(), blobs.clone());
+        let ingest = ghaf_server::app::ingest_service(&config, db, blobs.clone());
         let state = AppState::new(store, blobs, AUDIT_KEY.to_vec(), config);
+        state.set_tracking(tracking);
+        state.set_ingest(ingest);
         let created = ghaf_server::bootstrap(&state)
             .await
             .expect("bootstrap")
@@ -47,6 +51,10 @@ impl TestApp {
             admin_token: created.token.secret,
             _dir: dir,
         }
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn tenancy(&self) -> &TenancyService {
@@ -124,9 +132,22 @@ impl TestResponse {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The error code of an error body.
+    /// The error code of an error body. MLflow-compatible routes answer with
+    /// `{"error_code": ...}`; their codes are mapped back to Ghaf's, so one check covers both.
     pub fn code(&self) -> String {
-        self.json()["error"]["code"]
+        let json = self.json();
+        if let Some(mlflow) = json["error_code"].as_str() {
+            return match mlflow {
+                "RESOURCE_DOES_NOT_EXIST" => "not_found",
+                "PERMISSION_DENIED" => "permission_denied",
+                "UNAUTHENTICATED" => "unauthenticated",
+                "RESOURCE_ALREADY_EXISTS" => "already_exists",
+                "INVALID_PARAMETER_VALUE" => "invalid_argument",
+                other => other,
+            }
+            .to_owned();
+        }
+        json["error"]["code"]
             .as_str()
             .unwrap_or_default()
             .to_owned()

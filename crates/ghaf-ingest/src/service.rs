@@ -1,0 +1,351 @@
+//! [`IngestService`]: datasets, schema versions and the ingest of a file into an immutable,
+//! content-addressed dataset version, with lineage events for every run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use ghaf_blob::{BlobStore, Sha256Digest};
+use ghaf_core::{ProjectId, TenantId};
+use serde::{Deserialize, Serialize};
+
+use crate::IngestError;
+use crate::lineage::{IngestRun, RunState};
+use crate::pipeline::{IngestReport, run_pass};
+use crate::read::ReadOptions;
+use crate::schema::DatasetSchema;
+use crate::store::{
+    Dataset, DatasetStore, DatasetVersion, LineageFilter, SchemaVersion, StoredLineageEvent,
+};
+
+/// Time limit for posting one lineage event to the external endpoint.
+const LINEAGE_POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Result of a successful ingest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IngestOutcome {
+    pub version: DatasetVersion,
+    /// False when the dataset already had a version with the same content; that version is
+    /// returned and nothing new is stored.
+    pub created: bool,
+    /// OpenLineage run id of this ingest.
+    pub run_id: String,
+    /// The checks of this run. For an existing version it can differ from the stored report
+    /// only in the quarantined rows, which do not change the content address.
+    pub report: IngestReport,
+}
+
+/// One input to ingest.
+pub struct IngestInput<'a> {
+    pub path: &'a Path,
+    pub options: &'a ReadOptions,
+    /// Origin of the rows, for the version record and lineage: a file path or
+    /// `upload:<name>`.
+    pub source: &'a str,
+    /// Bytes of the input read so far, for progress reports.
+    pub progress: Option<Arc<AtomicU64>>,
+}
+
+/// Datasets and ingestion for all tenants, on one metadata database and blob store.
+#[derive(Clone)]
+pub struct IngestService {
+    store: DatasetStore,
+    blobs: BlobStore,
+    staging_dir: PathBuf,
+    lineage_endpoint: Option<String>,
+    http: Option<reqwest::Client>,
+}
+
+impl IngestService {
+    /// Creates the service. Running ingests keep their staging files in `staging_dir`. It
+    /// must be on a local disk with room for one Parquet file and one quarantine file per
+    /// running ingest.
+    pub fn new(store: DatasetStore, blobs: BlobStore, staging_dir: PathBuf) -> Self {
+        Self {
+            store,
+            blobs,
+            staging_dir,
+            lineage_endpoint: None,
+            http: None,
+        }
+    }
+
+    /// Also posts every lineage event to an OpenLineage HTTP endpoint, such as
+    /// `http://127.0.0.1:5000/api/v1/lineage`. A failed post is logged and does not fail the
+    /// ingest; the event stays in Ghaf's own store either way.
+    pub fn with_lineage_endpoint(mut self, endpoint: Option<String>) -> Self {
+        self.http = endpoint.as_ref().map(|_| {
+            reqwest::Client::builder()
+                .timeout(LINEAGE_POST_TIMEOUT)
+                .build()
+                .unwrap_or_default()
+        });
+        self.lineage_endpoint = endpoint;
+        self
+    }
+
+    pub fn store(&self) -> &DatasetStore {
+        &self.store
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging_dir
+    }
+
+    /// Deletes staging files older than `older_than`, left behind by ingests whose process
+    /// died. Returns how many were deleted.
+    pub fn clean_staging(&self, older_than: Duration) -> std::io::Result<usize> {
+        let entries = match std::fs::read_dir(&self.staging_dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(error),
+        };
+        let mut deleted = 0;
+        for entry in entries {
+            let entry = entry?;
+            let modified = entry.metadata()?.modified()?;
+            let age = SystemTime::now()
+                .duration_since(modified)
+                .unwrap_or_default();
+            if age >= older_than && entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, dir = %self.staging_dir.display(), "deleted stale ingest staging files");
+        }
+        Ok(deleted)
+    }
+
+    pub async fn create_dataset(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        name: &str,
+        description: &str,
+        schema: &DatasetSchema,
+        created_by: &str,
+    ) -> Result<Dataset, IngestError> {
+        schema.validate()?;
+        self.store
+            .create_dataset(tenant, project, name, description, schema, created_by)
+            .await
+    }
+
+    /// Makes `schema` the dataset's current schema after checking that it can read the data
+    /// of the current one.
+    pub async fn update_schema(
+        &self,
+        dataset: &Dataset,
+        schema: &DatasetSchema,
+        created_by: &str,
+    ) -> Result<SchemaVersion, IngestError> {
+        schema.validate()?;
+        let problems = dataset.schema.incompatibilities(schema);
+        if !problems.is_empty() {
+            return Err(IngestError::IncompatibleSchema {
+                version: dataset.schema_version,
+                problems,
+            });
+        }
+        self.store
+            .add_schema_version(dataset, schema, created_by)
+            .await
+    }
+
+    /// Ingests one input into a new version of `dataset`, or returns the existing version
+    /// with the same content.
+    ///
+    /// The rows are read, checked and written to staging files in one pass. The version
+    /// becomes visible only in the last step, one database transaction after both blobs are
+    /// stored, so an ingest that fails or whose process dies leaves no version behind. Blobs
+    /// it stored before dying are content-addressed and reused by the next ingest of the
+    /// same content.
+    pub async fn ingest(
+        &self,
+        dataset: &Dataset,
+        project_name: &str,
+        input: IngestInput<'_>,
+        actor: &str,
+    ) -> Result<IngestOutcome, IngestError> {
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let run = IngestRun {
+            run_id: &run_id,
+            tenant: &dataset.tenant,
+            project: project_name,
+            dataset: &dataset.name,
+            schema: &dataset.schema,
+            source: input.source,
+        };
+        self.emit(dataset, &run, RunState::Start, None, None)
+            .await?;
+
+        let result = self.ingest_run(dataset, &input, actor).await;
+        match &result {
+            Ok((version, _, _)) => {
+                self.emit(
+                    dataset,
+                    &run,
+                    RunState::Complete,
+                    Some(version.version),
+                    None,
+                )
+                .await?;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    tenant = %dataset.tenant,
+                    dataset = %dataset.name,
+                    run_id = %run_id,
+                    error = %error,
+                    "ingest failed"
+                );
+                let message = error.to_string();
+                self.emit(dataset, &run, RunState::Fail, None, Some(&message))
+                    .await?;
+            }
+        }
+        let (version, created, report) = result?;
+        Ok(IngestOutcome {
+            version,
+            created,
+            run_id,
+            report,
+        })
+    }
+
+    async fn ingest_run(
+        &self,
+        dataset: &Dataset,
+        input: &IngestInput<'_>,
+        actor: &str,
+    ) -> Result<(DatasetVersion, bool, IngestReport), IngestError> {
+        let schema = dataset.schema.clone();
+        let path = input.path.to_owned();
+        let options = input.options.clone();
+        let staging_dir = self.staging_dir.clone();
+        let progress = input.progress.clone().unwrap_or_default();
+        let pass = tokio::task::spawn_blocking(move || {
+            run_pass(&schema, &path, &options, &staging_dir, progress, false)
+        })
+        .await
+        .map_err(|error| {
+            IngestError::InvalidInput(format!("the ingest worker stopped: {error}"))
+        })??;
+
+        let tenant = &dataset.tenant;
+        let quarantine_digest = match &pass.quarantine {
+            Some(path) => Some(self.blobs.put_file(tenant, path).await?.digest),
+            None => None,
+        };
+        let report = pass.report;
+        let max_share = dataset.schema.acceptance.max_failure_share;
+        if report.failure_share > max_share || report.rows_accepted == 0 {
+            return Err(IngestError::PolicyRejected {
+                failed: report.rows_quarantined,
+                total: report.rows_read,
+                share: report.failure_share,
+                max_share,
+                quarantine: quarantine_digest
+                    .map(|digest| digest.to_hex())
+                    .unwrap_or_default(),
+                report: Box::new(report),
+            });
+        }
+
+        let content = self.blobs.put_file(tenant, &pass.parquet).await?;
+        let version = DatasetVersion {
+            dataset_id: dataset.id.clone(),
+            version: 0,
+            schema_version: dataset.schema_version,
+            content_digest: content.digest.to_hex(),
+            content_size: content.size,
+            row_count: report.rows_accepted,
+            quarantined_rows: report.rows_quarantined,
+            quarantine_digest: quarantine_digest.map(|digest| digest.to_hex()),
+            report: report.clone(),
+            profile: pass.profile,
+            source: input.source.to_owned(),
+            created_at: ghaf_core::now_millis(),
+            created_by: actor.to_owned(),
+        };
+        let (stored, created) = self.store.insert_version(tenant, &version).await?;
+        if created {
+            tracing::info!(
+                tenant = %tenant,
+                dataset = %dataset.name,
+                version = stored.version,
+                rows = stored.row_count,
+                quarantined = stored.quarantined_rows,
+                "stored dataset version"
+            );
+        }
+        Ok((stored, created, report))
+    }
+
+    pub(crate) async fn emit(
+        &self,
+        dataset: &Dataset,
+        run: &IngestRun<'_>,
+        state: RunState,
+        version: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<(), IngestError> {
+        let now = ghaf_core::now_millis();
+        let event = run.event(state, &ghaf_core::format_millis(now), version, error);
+        let stored = StoredLineageEvent {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            project: dataset.project.clone(),
+            run_id: run.run_id.to_owned(),
+            event_type: state.as_str().to_owned(),
+            event_time: now,
+            job_name: run.job_name(),
+            dataset: dataset.name.clone(),
+            event: event.clone(),
+        };
+        self.store
+            .insert_lineage_event(&dataset.tenant, &stored)
+            .await?;
+
+        if let (Some(endpoint), Some(http)) = (&self.lineage_endpoint, &self.http) {
+            let endpoint = endpoint.clone();
+            let http = http.clone();
+            let run_id = run.run_id.to_owned();
+            tokio::spawn(async move {
+                let sent = http.post(&endpoint).json(&event).send().await;
+                let failure = match sent {
+                    Ok(response) if response.status().is_success() => None,
+                    Ok(response) => Some(format!("status {}", response.status())),
+                    Err(error) => Some(error.to_string()),
+                };
+                if let Some(failure) = failure {
+                    tracing::warn!(%endpoint, %run_id, error = %failure, "cannot post lineage event");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Lists stored lineage events of a tenant.
+    pub async fn lineage_events(
+        &self,
+        tenant: &TenantId,
+        filter: &LineageFilter,
+    ) -> Result<Vec<StoredLineageEvent>, IngestError> {
+        self.store.list_lineage_events(tenant, filter).await
+    }
+
+    /// Parses a stored digest.
+    pub fn digest(text: &str) -> Result<Sha256Digest, IngestError> {
+        text.parse().map_err(|_| IngestError::Corrupt {
+            what: "blob digest",
+            message: format!("{text:?} is not a SHA-256 digest"),
+        })
+    }
+}
