@@ -611,21 +611,49 @@ impl ParquetSource {
                     column.column_type.as_str()
                 ))
             })?;
-            if cast.null_count() > source.null_count() {
-                let formatter =
-                    ArrayFormatter::try_new(source.as_ref(), &FormatOptions::default())?;
-                for index in 0..source.len() {
-                    if source.is_valid(index) && cast.is_null(index) {
-                        let message = format!(
-                            "cannot convert {} to {}",
-                            quote(&formatter.value(index).to_string()),
-                            column.column_type.as_str()
-                        );
-                        failures.push((
-                            index,
-                            Failure::column(CheckKind::Type, &column.name, message),
-                        ));
+            // A cast can succeed and still change a value (1.5 to the integer 1, 6 to the
+            // boolean true). Casting back and comparing catches that, so such a value is a
+            // type failure, not a silent conversion. Text sources are parsed, not converted,
+            // so "1.50" read as 1.5 is not a change.
+            let is_text = matches!(
+                source.data_type(),
+                arrow::datatypes::DataType::Utf8 | arrow::datatypes::DataType::LargeUtf8
+            );
+            let round_trip = if is_text {
+                None
+            } else {
+                cast_with_options(&cast, source.data_type(), &cast_options).ok()
+            };
+            let formatter = ArrayFormatter::try_new(source.as_ref(), &FormatOptions::default())?;
+            let back_formatter = match &round_trip {
+                Some(back) => Some(ArrayFormatter::try_new(
+                    back.as_ref(),
+                    &FormatOptions::default(),
+                )?),
+                None => None,
+            };
+            for index in 0..source.len() {
+                if !source.is_valid(index) {
+                    continue;
+                }
+                let changed = match (&round_trip, &back_formatter) {
+                    (Some(back), Some(back_formatter)) => {
+                        back.is_null(index)
+                            || back_formatter.value(index).to_string()
+                                != formatter.value(index).to_string()
                     }
+                    _ => false,
+                };
+                if cast.is_null(index) || changed {
+                    let message = format!(
+                        "cannot convert {} to {} without changing the value",
+                        quote(&formatter.value(index).to_string()),
+                        column.column_type.as_str()
+                    );
+                    failures.push((
+                        index,
+                        Failure::column(CheckKind::Type, &column.name, message),
+                    ));
                 }
             }
             columns.push(cast);

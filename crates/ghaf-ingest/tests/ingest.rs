@@ -370,6 +370,41 @@ async fn parquet_values_of_other_types_are_cast() {
 }
 
 #[tokio::test]
+async fn parquet_casts_that_change_values_fail() {
+    let h = harness().await;
+    h.create(
+        "floats",
+        "columns: [{name: id, type: string}, {name: x, type: float}]",
+    )
+    .await;
+    let path = h.write("floats.csv", b"id,x\na,1.5\nb,6\nc,2\n");
+    let floats = h.ingest("floats", &path, &csv_options()).await.unwrap();
+    let digest = ghaf_ingest::IngestService::digest(&floats.version.content_digest).unwrap();
+    let parquet = h.service.blobs().get(&h.tenant, &digest).await.unwrap();
+    let input = h.write("floats.parquet", &parquet);
+
+    h.create(
+        "ints",
+        "columns: [{name: id, type: string}, {name: x, type: integer}]\nacceptance: {max_failure_share: 0.5}",
+    )
+    .await;
+    let outcome = h
+        .ingest("ints", &input, &ReadOptions::new(InputFormat::Parquet))
+        .await
+        .unwrap();
+    assert_eq!(outcome.report.rows_accepted, 2);
+    assert_eq!(outcome.report.sample.len(), 1);
+    assert_eq!(outcome.report.sample[0].row, 1);
+    assert!(
+        outcome.report.sample[0].reasons[0]
+            .message
+            .contains("without changing the value"),
+        "{:?}",
+        outcome.report.sample[0]
+    );
+}
+
+#[tokio::test]
 async fn incompatible_schema_update_is_rejected() {
     let h = harness().await;
     let dataset = h.create("points", POINTS).await;
