@@ -37,7 +37,7 @@ pub struct ServerConfig {
     pub blob: Option<BlobConfig>,
     /// HTTP limits. Env: `GHAF_HTTP__MAX_BODY_BYTES`, `GHAF_HTTP__REQUEST_TIMEOUT_SECONDS`.
     pub http: HttpConfig,
-    /// What `ghaf server` creates on an empty metadata store.
+    /// Names of what `ghaf server` creates on an empty metadata store.
     pub bootstrap: BootstrapConfig,
     /// Audit log settings.
     pub audit: AuditConfig,
@@ -86,8 +86,8 @@ pub struct BootstrapConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// File with the key that seals audit chain heads. Created with 32 random bytes when
-    /// missing. Empty means `<data_dir>/keys/audit.key`. Keep a copy outside the database:
-    /// whoever holds it can reseal a rewritten chain.
+    /// missing. Empty means `<data_dir>/keys/audit.key`. Keep it away from the database host,
+    /// because anyone with the key and database access can reseal a rewritten chain.
     pub key_file: String,
 }
 
@@ -253,7 +253,7 @@ pub struct ConfigOverrides {
     pub log_format: Option<LogFormat>,
 }
 
-/// Why the configuration could not be loaded.
+/// Error of loading the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {path} not found; check --config or GHAF_CONFIG")]
@@ -336,7 +336,7 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The metadata URL in force: the configured one, or SQLite in the data directory.
+    /// Returns the metadata URL in force: the configured one, or SQLite in the data directory.
     pub fn metadata_url(&self) -> String {
         if self.metadata.url.is_empty() {
             format!("sqlite://{}", self.data_dir.join("meta.db").display())
@@ -345,7 +345,7 @@ impl ServerConfig {
         }
     }
 
-    /// The blob configuration in force: the configured one, or local files in the data
+    /// Returns the blob configuration in force: the configured one, or local files in the data
     /// directory.
     pub fn blob_config(&self) -> BlobConfig {
         self.blob
