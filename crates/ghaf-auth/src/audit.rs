@@ -26,7 +26,7 @@ pub struct ChainReport {
     pub valid: bool,
     /// First sequence number where the chain is broken.
     pub first_bad_seq: Option<i64>,
-    /// What is wrong at `first_bad_seq`.
+    /// Description of the break at `first_bad_seq`.
     pub problem: Option<String>,
 }
 

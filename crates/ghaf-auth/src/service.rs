@@ -472,7 +472,7 @@ impl TenancyService {
     }
 
     /// Lists tokens: every token of the tenant for tenant admins, otherwise the caller's own.
-    /// A restricted token sees only tokens at least as restricted as itself.
+    /// A restricted token lists only tokens at least as restricted as itself.
     pub async fn list_tokens(&self, caller: &Caller) -> Result<Vec<StoredToken>, AuthError> {
         let principal = (!caller.is_tenant_admin()).then_some(&caller.principal);
         let tokens = self.store.list_tokens(&caller.tenant, principal).await?;

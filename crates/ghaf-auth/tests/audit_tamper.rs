@@ -276,7 +276,7 @@ async fn inserted_entry_is_detected(store: SqlMetaStore) {
 
 async fn inserted_entry_with_valid_hash_breaks_the_next(store: SqlMetaStore) {
     fill(&store).await;
-    // The attacker knows the hash rule and forges a correct hash for position 3; the
+    // The attacker has the hash rule and forges a correct hash for position 3; the
     // original entry 3, now at position 4, no longer matches.
     let forged = NewAuditEntry {
         actor: "mallory".into(),

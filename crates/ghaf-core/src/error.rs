@@ -30,7 +30,7 @@ macro_rules! error_codes {
         impl ErrorCode {
             pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
 
-            /// The code as it appears on the wire, in `snake_case`.
+            /// Returns the code as it appears on the wire, in `snake_case`.
             pub fn as_str(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $name,)* }
             }

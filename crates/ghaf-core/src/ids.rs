@@ -118,7 +118,7 @@ impl fmt::Display for RequestId {
 #[serde(transparent)]
 pub struct Name(String);
 
-/// Why a string is not a valid [`Name`].
+/// Error of a string that is not a valid [`Name`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid name {value:?}: {reason}")]
 pub struct NameError {

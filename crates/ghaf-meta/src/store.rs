@@ -136,7 +136,7 @@ pub struct AuditHead {
 /// tasks, and every write is atomic: it happens completely or not at all.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
-    /// Checks that the database answers; used by readiness probes.
+    /// Checks that the database responds, for readiness probes.
     async fn ping(&self) -> Result<(), MetaError>;
 
     // Tenants. Tenant creation is the one operation not scoped by a tenant.

@@ -5,7 +5,8 @@ use crate::{Db, SqlMetaStore};
 
 pub const TEST_AUDIT_KEY: &[u8] = b"conformance-test-audit-key";
 
-/// An empty SQLite store in a temporary directory that lives as long as the returned guard.
+/// Creates an empty SQLite store in a temporary directory that lives as long as the returned
+/// guard.
 pub async fn sqlite_store() -> (SqlMetaStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("meta.db").display());
@@ -38,7 +39,7 @@ impl PgGuard {
     }
 }
 
-/// An empty PostgreSQL store in a new database named after the test.
+/// Creates an empty PostgreSQL store in a new database of its own.
 pub async fn postgres_store() -> (SqlMetaStore, PgGuard) {
     use sqlx::Connection;
     let base = postgres_base_url();

@@ -35,7 +35,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The route table of the full API, without building a router.
+/// Returns the route table of the full API, without building a router.
 pub fn route_table() -> Vec<RouteInfo> {
     let mut api = ApiRouter::new();
     api::register_all(&mut api);

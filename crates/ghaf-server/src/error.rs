@@ -39,7 +39,7 @@ impl ApiError {
         self
     }
 
-    /// An `invalid_argument` error that names the offending field.
+    /// Builds an `invalid_argument` error that names the offending field.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArgument, message)
             .with_details(serde_json::json!({ "field": field }))

@@ -398,7 +398,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-/// Longest resource path recorded in an audit entry, in bytes.
+/// Maximum length of a resource path recorded in an audit entry, in bytes.
 const MAX_RESOURCE_LEN: usize = 512;
 
 /// Returns the audited resource: the percent-decoded request path below `/api/v1/`, with any

@@ -107,7 +107,7 @@ pub fn document(routes: &[RouteInfo]) -> OpenApi {
         .build()
 }
 
-/// The document for the full API, rendered once.
+/// Returns the document for the full API, rendered once.
 pub fn document_json() -> String {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {

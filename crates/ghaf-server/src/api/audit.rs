@@ -154,7 +154,7 @@ async fn verify(
 ) -> Result<Json<AuditVerifyView>, ApiError> {
     let mut chains =
         vec![verify_chain(state.store(), caller.tenant.as_str(), state.audit_key()).await?];
-    // The platform administrator also answers for the chain of unauthenticated calls.
+    // The platform administrator also verifies the chain of unauthenticated calls.
     if caller.platform_admin {
         chains.push(
             verify_chain(
