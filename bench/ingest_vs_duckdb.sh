@@ -9,8 +9,8 @@
 #   decompresses gzip in the timed runs.
 # - DuckDB writes zstd Parquet, as Ghaf does (DuckDB's default is Snappy). Set
 #   DUCKDB_COMPRESSION=snappy to time DuckDB's default instead.
-# - DuckDB runs with DUCKDB_THREADS threads (default 2); Ghaf's pass is one blocking thread
-#   plus the Tokio runtime.
+# - DuckDB runs with DUCKDB_THREADS threads (default 2). Ghaf's pass is a pipeline of three
+#   threads (parse, check, write Parquet) plus the Tokio runtime.
 # - Each side runs as its own process under GNU time, so wall time, CPU time and peak RSS
 #   include process start: Python start and `import duckdb` for DuckDB, opening the SQLite
 #   store for Ghaf. The in-process time of the ingest call or of the COPY is reported too.

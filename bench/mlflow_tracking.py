@@ -2,11 +2,19 @@
 
 Usage (the venv from tests/mlflow/setup.sh has the pinned client):
 
+    ~/.cache/ghaf-venv/bin/python bench/mlflow_tracking.py --all GHAF_BINARY
     ~/.cache/ghaf-venv/bin/python bench/mlflow_tracking.py URI [TOKEN]
 
-URI is a tracking server such as http://127.0.0.1:8080 (Ghaf; pass its token),
+With --all, the script starts `ghaf server` (GHAF_BINARY, fresh data directory),
+`mlflow server` (defaults, fresh sqlite file) and the stub itself, and measures the logging
+calls on all three side by side: repetition k runs on the stub, then Ghaf, then
+`mlflow server`, so a change in machine load affects all three alike.
+
+Otherwise URI is a tracking server such as http://127.0.0.1:8080 (Ghaf; pass its token),
 http://127.0.0.1:5000 (`mlflow server`), or `stub` to start a do-nothing HTTP server that
-returns `{}` for every request, which measures the client's own cost.
+returns `{}` for every request, which measures the client's own cost. The stub speaks
+HTTP/1.1 and keeps connections open, as both servers do, so its time is the client's cost
+plus one local round trip.
 
 Measured, each repeated and reported as the median:
   - 1,000 sequential MlflowClient.log_metric calls;
@@ -32,6 +40,11 @@ from mlflow.entities import Metric, Param  # noqa: E402
 
 
 class Stub(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Without TCP_NODELAY the separate writes of head and body meet the client's delayed
+    # ACK on a kept-alive connection and each call waits about 40 ms.
+    disable_nagle_algorithm = True
+
     def _answer(self):
         length = int(self.headers.get("content-length") or 0)
         if length:
@@ -63,15 +76,86 @@ def report(label, result):
     print(f"{label}: median {median:.3f} s (range {low:.3f} to {high:.3f})", flush=True)
 
 
+def start_stub():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def logging_target(client, run_id, now):
+    """Returns the two logging measurements for one server as callables."""
+    batch_counter = [0]
+
+    def sequential():
+        for step in range(1000):
+            client.log_metric(run_id, "seq", step * 0.001, timestamp=now, step=step)
+
+    def batch():
+        batch_counter[0] += 1
+        metrics = [
+            Metric(f"batch{batch_counter[0]}", i * 0.001, now, i) for i in range(1000)
+        ]
+        client.log_batch(run_id, metrics=metrics)
+
+    return sequential, batch
+
+
+def side_by_side(ghaf_binary, reps):
+    import tempfile
+
+    from tracking_servers import GhafServer, MlflowServer, client_for, load_average
+
+    workdir = tempfile.mkdtemp(prefix="ghaf-logging-bench-")
+    now = int(time.time() * 1000)
+    print(f"load average before: {load_average()}", flush=True)
+    with GhafServer(ghaf_binary, f"{workdir}/ghaf") as ghaf, MlflowServer(
+        f"{workdir}/mlflow"
+    ) as mlflow:
+        targets = {}
+        stub_client = MlflowClient(start_stub())
+        targets["stub"] = logging_target(stub_client, "0" * 32, now)
+        for name, server in (("ghaf", ghaf), ("mlflow", mlflow)):
+            client = client_for(server)
+            experiment_id = client.create_experiment(f"bench-{now}")
+            run_id = client.create_run(experiment_id).info.run_id
+            targets[name] = logging_target(client, run_id, now)
+        times = {(name, kind): [] for name in targets for kind in ("sequential", "batch")}
+        for rep in range(reps):
+            for name, (sequential, batch) in targets.items():
+                for kind, action in (("sequential", sequential), ("batch", batch)):
+                    started = time.perf_counter()
+                    action()
+                    times[(name, kind)].append(time.perf_counter() - started)
+            print(f"repetition {rep + 1} done, load average {load_average()}", flush=True)
+    print()
+    print("| Measurement (median, range) | Stub | Ghaf | `mlflow server` | Ghaf / stub |")
+    print("|---|---|---|---|---|")
+    for kind, label in (
+        ("sequential", "1,000 sequential `log_metric`"),
+        ("batch", "one `log_batch` of 1,000 metrics"),
+    ):
+        cells = []
+        for name in ("stub", "ghaf", "mlflow"):
+            values = times[(name, kind)]
+            cells.append(
+                f"{statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f})"
+            )
+        ratio = statistics.median(times[("ghaf", kind)]) / statistics.median(
+            times[("stub", kind)]
+        )
+        print(f"| {label} | {' | '.join(cells)} | {ratio:.2f} |")
+
+
 def main():
+    if sys.argv[1] == "--all":
+        side_by_side(sys.argv[2], int(os.environ.get("BENCH_REPS", "5")))
+        return
     uri = sys.argv[1]
     if len(sys.argv) > 2:
         os.environ["MLFLOW_TRACKING_TOKEN"] = sys.argv[2]
     stub = uri == "stub"
     if stub:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        uri = start_stub()
     client = MlflowClient(uri)
     now = int(time.time() * 1000)
 

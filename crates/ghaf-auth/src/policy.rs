@@ -131,6 +131,27 @@ actions! {
     DatasetVersionsDownload => ("datasets.versions.download", PROJECT_VIEWER, true),
     /// Lists OpenLineage run events of the projects the caller can see.
     LineageList => ("lineage.list", Authenticated, false),
+    /// Lists a project's training jobs.
+    JobsList => ("jobs.list", PROJECT_VIEWER, false),
+    /// Submits a training job, which runs with the submitter's rights on the project.
+    JobsSubmit => ("jobs.submit", PROJECT_DEVELOPER, true),
+    JobsGet => ("jobs.get", PROJECT_VIEWER, false),
+    JobsCancel => ("jobs.cancel", PROJECT_DEVELOPER, true),
+    /// Reads a job's log, which can contain data values the job printed.
+    JobsLogs => ("jobs.logs", PROJECT_VIEWER, true),
+    /// Reads feature store definitions (entities, view versions, services, materialised
+    /// intervals) and plans an apply without writing.
+    FeaturesRead => ("features.read", PROJECT_VIEWER, false),
+    /// Applies feature definitions: creates entities, view versions and feature services.
+    FeaturesApply => ("features.apply", PROJECT_DEVELOPER, true),
+    /// Builds a point-in-time training set into a dataset version.
+    FeaturesTrainingSetCreate => ("features.training_sets.create", PROJECT_DEVELOPER, true),
+    /// Materialises a feature view into the online store.
+    FeaturesMaterialize => ("features.materialize", PROJECT_DEVELOPER, true),
+    /// Reads feature values from the online store.
+    FeaturesOnlineRead => ("features.online.read", PROJECT_VIEWER, false),
+    /// Pushes rows to the online store, to the source dataset, or both.
+    FeaturesPush => ("features.push", PROJECT_DEVELOPER, true),
 }
 
 impl Action {

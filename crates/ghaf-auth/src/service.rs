@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ghaf_core::{Name, ProjectRole, Role, TenantId, TenantRole, TokenId, UnixMillis};
 use ghaf_meta::{
@@ -51,19 +52,87 @@ pub struct TokenRequest {
 /// Maximum token lifetime: ten years, in seconds.
 pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
+/// How long [`TenancyService::authenticate`] and [`TenancyService::visible_project`] reuse
+/// what they read from the store.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Most callers, and most projects, the cache holds; each map is emptied when full.
+const AUTH_CACHE_CAPACITY: usize = 10_000;
+
+/// A caller authenticated recently, with the hash of its token's secret.
+struct CachedCaller {
+    secret_hash: String,
+    caller: Caller,
+    read_at: Instant,
+}
+
+/// Callers by token id and projects by tenant and name, read recently. Every token
+/// revocation and role change made through the service empties it, and `generation` counts
+/// those changes, so a read that started before a change is never stored after it.
+#[derive(Default)]
+struct AuthCache {
+    callers: HashMap<TokenId, CachedCaller>,
+    projects: HashMap<(TenantId, String), (Project, Instant)>,
+    generation: u64,
+}
+
 /// Tenancy and identity operations over a [`MetaStore`].
 #[derive(Clone)]
 pub struct TenancyService {
     store: Arc<dyn MetaStore>,
+    cache: Arc<std::sync::Mutex<AuthCache>>,
 }
 
 impl TenancyService {
     pub fn new(store: Arc<dyn MetaStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            cache: Arc::default(),
+        }
     }
 
-    pub fn store(&self) -> &Arc<dyn MetaStore> {
-        &self.store
+    fn cache(&self) -> std::sync::MutexGuard<'_, AuthCache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Empties the authentication cache, so the next call of every token reads the token,
+    /// its principal and role bindings again. The service calls it after every revocation
+    /// and role change; call it after changing tokens, principals or role bindings in the
+    /// store directly.
+    pub fn clear_auth_cache(&self) {
+        let mut cache = self.cache();
+        cache.callers.clear();
+        cache.projects.clear();
+        cache.generation += 1;
+    }
+
+    /// Returns the cached caller of `token` when it was read less than [`AUTH_CACHE_TTL`]
+    /// ago and `secret` matches. Expiry is checked here, on every call.
+    fn cached_caller(&self, token: &token::ParsedToken) -> Option<Result<Caller, AuthError>> {
+        let cache = self.cache();
+        let cached = cache.callers.get(&token.id)?;
+        if cached.read_at.elapsed() >= AUTH_CACHE_TTL
+            || !token::secret_matches(&token.secret, &cached.secret_hash)
+        {
+            return None;
+        }
+        let caller = &cached.caller;
+        if let Some(expires_at) = caller.token_expires_at
+            && expires_at <= ghaf_core::now_millis()
+        {
+            return Some(Err(AuthError::TokenExpired {
+                token_id: caller.token.to_string(),
+                expired_at: ghaf_core::format_millis(expires_at),
+                subject: Subject {
+                    tenant: caller.tenant.clone(),
+                    principal: caller.principal.clone(),
+                    token: caller.token.clone(),
+                },
+            }));
+        }
+        Some(Ok(caller.clone()))
     }
 
     /// Creates the first tenant, its admin and a project when the store has no tenant yet.
@@ -213,8 +282,17 @@ impl TenancyService {
 
     /// Resolves a bearer token to a [`Caller`], checking shape, secret, revocation, expiry
     /// and that the principal is enabled.
+    ///
+    /// A successful result is reused for up to [`AUTH_CACHE_TTL`], and only for the same
+    /// secret; expiry is checked on every call. A revocation or role change made through
+    /// this service applies to the next call; one made through another server on the same
+    /// store applies within [`AUTH_CACHE_TTL`].
     pub async fn authenticate(&self, presented: &str) -> Result<Caller, AuthError> {
         let parsed = token::parse(presented).ok_or(AuthError::InvalidToken)?;
+        if let Some(cached) = self.cached_caller(&parsed) {
+            return cached;
+        }
+        let generation = self.cache().generation;
         let stored = self
             .store
             .find_token_for_authentication(&parsed.id)
@@ -277,7 +355,7 @@ impl TenancyService {
                 _ => {}
             }
         }
-        Ok(Caller {
+        let caller = Caller {
             tenant: stored.tenant,
             principal: principal.id,
             principal_name: principal.name,
@@ -289,7 +367,22 @@ impl TenancyService {
             token_project: stored.project,
             token_max_role: stored.max_role.and_then(Role::project_role),
             token_expires_at: stored.expires_at,
-        })
+        };
+        let mut cache = self.cache();
+        if cache.generation == generation {
+            if cache.callers.len() >= AUTH_CACHE_CAPACITY {
+                cache.callers.clear();
+            }
+            cache.callers.insert(
+                caller.token.clone(),
+                CachedCaller {
+                    secret_hash: stored.secret_hash,
+                    caller: caller.clone(),
+                    read_at: Instant::now(),
+                },
+            );
+        }
+        Ok(caller)
     }
 
     /// Finds a project of the caller's tenant by name; `NotFound` when it does not exist or
@@ -299,15 +392,44 @@ impl TenancyService {
             what: "project",
             name: name.to_owned(),
         };
-        let project = self
-            .store
-            .get_project_by_name(&caller.tenant, name)
-            .await?
-            .ok_or_else(not_found)?;
+        let project = self.project_by_name(&caller.tenant, name).await?;
+        let project = project.ok_or_else(not_found)?;
         if !caller.can_see_project(&project.id) {
             return Err(not_found());
         }
         Ok(project)
+    }
+
+    /// Finds a project by name, from the cache when it was read less than
+    /// [`AUTH_CACHE_TTL`] ago. A missing project is not cached.
+    async fn project_by_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<Project>, AuthError> {
+        let key = (tenant.clone(), name.to_owned());
+        let generation = {
+            let cache = self.cache();
+            if let Some((project, read_at)) = cache.projects.get(&key)
+                && read_at.elapsed() < AUTH_CACHE_TTL
+            {
+                return Ok(Some(project.clone()));
+            }
+            cache.generation
+        };
+        let Some(project) = self.store.get_project_by_name(tenant, name).await? else {
+            return Ok(None);
+        };
+        let mut cache = self.cache();
+        if cache.generation == generation {
+            if cache.projects.len() >= AUTH_CACHE_CAPACITY {
+                cache.projects.clear();
+            }
+            cache
+                .projects
+                .insert(key, (project.clone(), Instant::now()));
+        }
+        Ok(Some(project))
     }
 
     /// Lists the projects the caller can see, by name.
@@ -516,6 +638,7 @@ impl TenancyService {
         self.store
             .revoke_token(&caller.tenant, &token_id, ghaf_core::now_millis())
             .await?;
+        self.clear_auth_cache();
         self.store
             .get_token(&caller.tenant, &token_id)
             .await?
@@ -542,6 +665,7 @@ impl TenancyService {
             created_by: caller.principal.to_string(),
         };
         self.store.grant_role(&binding).await?;
+        self.clear_auth_cache();
         Ok(binding)
     }
 
@@ -575,6 +699,7 @@ impl TenancyService {
             .store
             .revoke_role(&caller.tenant, &principal.id, project.map(|p| &p.id), role)
             .await?;
+        self.clear_auth_cache();
         if !removed {
             return Err(AuthError::NotFound {
                 what: "role binding",

@@ -24,6 +24,26 @@ impl UsageError {
     }
 }
 
+/// Makes a write to a closed stdout (`ghaf ... | head`) end the process quietly with code
+/// 0. Rust ignores SIGPIPE, so `println!` to a closed pipe panics with "failed printing to
+/// stdout: Broken pipe"; this panic hook exits for that one panic and passes every other
+/// panic to the default hook.
+pub fn exit_quietly_on_closed_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
+}
+
 /// Prints `error: MESSAGE` to stderr, with the error code and request id of an API error,
 /// and returns the exit code for `error`.
 pub fn report(error: &anyhow::Error) -> ExitCode {

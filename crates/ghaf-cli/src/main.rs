@@ -13,6 +13,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    failure::exit_quietly_on_closed_pipe();
     let cli = commands::Cli::parse();
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

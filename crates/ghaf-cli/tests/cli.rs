@@ -397,6 +397,21 @@ fn print_config_shows_defaults() {
 }
 
 #[test]
+fn closed_stdout_exits_quietly() {
+    let mut child = ghaf(&["server", "--print-config"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ghaf");
+    // Closes the read end before the child prints, as `ghaf ... | head -0` does.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for ghaf");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn print_config_applies_flags() {
     let finished = run_bounded(ghaf(&[
         "server",

@@ -12,8 +12,12 @@ use crate::error::{ClientError, REQUEST_ID_HEADER, api_error};
 use crate::views::*;
 
 mod datasets;
+mod features;
+mod jobs;
+mod mlflow;
 mod tracking;
 
+pub use mlflow::{PROJECT_HEADER, Tracking};
 pub use tracking::RunSearch;
 
 pub use datasets::UPLOAD_TIMEOUT;

@@ -25,6 +25,12 @@ pub enum ClientError {
     #[error("invalid name {segment:?}: names and ids in a URL path must not be empty, `.` or `..`")]
     InvalidPathSegment { segment: String },
 
+    /// A project name that cannot be sent in the `X-Ghaf-Project` header.
+    #[error(
+        "invalid project name {project:?}: it contains characters that are not allowed in an HTTP header"
+    )]
+    InvalidProject { project: String },
+
     /// The HTTP client could not be built, such as when no TLS backend is usable.
     #[error("cannot build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
@@ -132,9 +138,20 @@ impl ClientError {
 /// Builds the [`ClientError::Api`] for an error response.
 ///
 /// A body of the form `{"error": {"code", "message", "details"}}` gives the code, message and
-/// details. Any other body becomes the message as text, with the code `http_<status>`. The
-/// request id comes from the response header and, failing that, from `details.request_id`.
+/// details; an MLflow-compatible route's `{"error_code", "message"}` gives MLflow's code,
+/// such as `RESOURCE_DOES_NOT_EXIST`. Any other body becomes the message as text, with the
+/// code `http_<status>`. The request id comes from the response header and, failing that,
+/// from `details.request_id`.
 pub fn api_error(status: StatusCode, request_id: Option<String>, body: &str) -> ClientError {
+    if let Ok(mlflow) = serde_json::from_str::<MlflowErrorBody>(body) {
+        return ClientError::Api {
+            status: status.as_u16(),
+            code: mlflow.error_code,
+            message: mlflow.message,
+            details: serde_json::Value::Null,
+            request_id,
+        };
+    }
     match serde_json::from_str::<ghaf_core::ErrorBody>(body) {
         Ok(parsed) => {
             let detail = parsed.error;
@@ -161,6 +178,14 @@ pub fn api_error(status: StatusCode, request_id: Option<String>, body: &str) -> 
             request_id,
         },
     }
+}
+
+/// The error body of MLflow-compatible routes.
+#[derive(serde::Deserialize)]
+struct MlflowErrorBody {
+    error_code: String,
+    #[serde(default)]
+    message: String,
 }
 
 /// Turns a body that is not a Ghaf error body into a one-paragraph message.

@@ -11,16 +11,22 @@
 //! # }
 //! ```
 //!
-//! Every method returns an [`ApiResponse`] with the decoded value, the body text as the server
+//! Experiments, runs, metrics, artifacts and model versions are reached through
+//! [`Client::tracking`], which returns a [`Tracking`] handle for one project with typed
+//! methods (types in [`mlflow`]).
+//!
+//! Every method of [`Client`] returns an [`ApiResponse`] with the decoded value, the body text as the server
 //! sent it and the request id. Error statuses become [`ClientError::Api`] with the server's
 //! error code and message.
 
 mod client;
 mod error;
+pub mod mlflow;
 pub mod views;
 
 pub use client::{
-    ApiResponse, CONNECT_TIMEOUT, Client, REQUEST_TIMEOUT, RunSearch, UPLOAD_TIMEOUT, USER_AGENT,
+    ApiResponse, CONNECT_TIMEOUT, Client, PROJECT_HEADER, REQUEST_TIMEOUT, RunSearch, Tracking,
+    UPLOAD_TIMEOUT, USER_AGENT,
 };
 pub use error::{ClientError, REQUEST_ID_HEADER, api_error};
 pub use views::*;

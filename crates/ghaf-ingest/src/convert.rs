@@ -70,16 +70,43 @@ impl ColumnBuilder {
                 builder.append_value(text);
                 return Ok(());
             }
-            Inner::Integer(builder) => text
-                .trim()
-                .parse::<i64>()
-                .map(|value| builder.append_value(value))
-                .map_err(|_| "integer"),
-            Inner::Float(builder) => text
-                .trim()
-                .parse::<f64>()
-                .map(|value| builder.append_value(value))
-                .map_err(|_| "float"),
+            Inner::Integer(builder) => match text.trim().parse::<i64>() {
+                Ok(value) => {
+                    builder.append_value(value);
+                    Ok(())
+                }
+                Err(error) => {
+                    use std::num::IntErrorKind;
+                    if matches!(
+                        error.kind(),
+                        IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+                    ) {
+                        builder.append_null();
+                        return Err(format!(
+                            "{} is outside the range of a 64-bit integer ({} to {})",
+                            quote(text),
+                            i64::MIN,
+                            i64::MAX
+                        ));
+                    }
+                    Err("integer")
+                }
+            },
+            Inner::Float(builder) => match text.trim().parse::<f64>() {
+                Ok(value) if value.is_infinite() && !names_infinity(text.trim()) => {
+                    builder.append_null();
+                    return Err(format!(
+                        "{} is outside the range of a 64-bit float (magnitude at most {:e})",
+                        quote(text),
+                        f64::MAX
+                    ));
+                }
+                Ok(value) => {
+                    builder.append_value(value);
+                    Ok(())
+                }
+                Err(_) => Err("float"),
+            },
             Inner::Boolean(builder) => parse_bool(text.trim())
                 .map(|value| builder.append_value(value))
                 .ok_or("boolean"),
@@ -152,6 +179,13 @@ impl ColumnBuilder {
             }
         }
     }
+}
+
+/// Whether a float text spells infinity (`inf`, `+Infinity`, …) rather than overflowing to
+/// it, as `1e400` does.
+fn names_infinity(text: &str) -> bool {
+    let unsigned = text.trim_start_matches(['+', '-']);
+    unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity")
 }
 
 fn parse_bool(text: &str) -> Option<bool> {

@@ -70,6 +70,13 @@ pub enum IngestError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// The ingest stopped because the server is shutting down; no version was stored.
+    #[error(
+        "the ingest was cancelled because the server is shutting down; no version was \
+         stored, so upload the file again after the restart"
+    )]
+    Cancelled,
+
     /// A stream broker (NATS) is unreachable or failed a request.
     #[error("stream broker error: {0}")]
     Broker(String),
@@ -91,7 +98,7 @@ impl IngestError {
             | IngestError::Parquet(_)
             | IngestError::Arrow(_)
             | IngestError::Database(_) => ErrorCode::Internal,
-            IngestError::Broker(_) => ErrorCode::Unavailable,
+            IngestError::Broker(_) | IngestError::Cancelled => ErrorCode::Unavailable,
             IngestError::Meta(error) => error.code(),
             IngestError::Blob(error) => error.code(),
         }

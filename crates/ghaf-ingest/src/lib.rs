@@ -14,6 +14,7 @@ mod error;
 pub mod kafka;
 pub mod lineage;
 pub mod nats;
+mod object;
 mod pipeline;
 mod profile;
 mod push;
@@ -26,12 +27,20 @@ mod validate;
 pub mod conformance;
 
 pub use error::IngestError;
-pub use pipeline::{IngestReport, QuarantineRow, staging_dir};
-pub use profile::{ColumnProfile, Profile};
-pub use push::{DEAD_LETTER_SUFFIX, PushFormat, PushOutcome};
-pub use read::{DEFAULT_BATCH_ROWS, DEFAULT_MAX_FIELD_BYTES, InputFormat, ReadOptions};
-pub use schema::{AcceptancePolicy, Classification, ColumnSpec, ColumnType, DatasetSchema};
-pub use service::{IngestInput, IngestOutcome, IngestService};
+pub use object::{ObjectInputConfig, object_file_name};
+pub use pipeline::{IngestReport, QuarantineRow, SAMPLE_VALUE_CHARS, staging_dir};
+pub use profile::{ColumnProfile, PROFILE_TEXT_CHARS, Profile};
+pub use push::{
+    DEAD_LETTER_MESSAGE_BYTES, DEAD_LETTER_SUFFIX, PushFormat, PushOutcome, PushResult,
+};
+pub use read::{
+    DEFAULT_BATCH_ROWS, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_ROW_BYTES,
+    DEFAULT_MAX_ROW_GROUP_BYTES, InputFormat, ReadOptions,
+};
+pub use schema::{
+    AcceptancePolicy, Classification, ColumnSpec, ColumnType, DatasetSchema, LabelChange,
+};
+pub use service::{IngestInput, IngestOutcome, IngestService, ReadLimits};
 pub use store::{
     Dataset, DatasetStore, DatasetVersion, LineageFilter, SchemaVersion, StoredLineageEvent,
 };

@@ -21,6 +21,8 @@ pub enum RunState {
     Start,
     Complete,
     Fail,
+    /// The run was stopped before it finished (server shutdown, or the request ended).
+    Abort,
 }
 
 impl RunState {
@@ -29,6 +31,7 @@ impl RunState {
             RunState::Start => "START",
             RunState::Complete => "COMPLETE",
             RunState::Fail => "FAIL",
+            RunState::Abort => "ABORT",
         }
     }
 }
@@ -56,7 +59,7 @@ impl IngestRun<'_> {
     }
 
     /// Builds the run event for `state`. `version` is the stored version for COMPLETE and
-    /// `error` the message for FAIL.
+    /// `error` the message for FAIL and ABORT.
     pub fn event(
         &self,
         state: RunState,
@@ -99,6 +102,11 @@ impl IngestRun<'_> {
         }
         let (input_namespace, input_name) = match self.source.split_once(':') {
             Some(("upload", name)) => ("upload".to_owned(), name.to_owned()),
+            // OpenLineage names an S3 object by namespace `s3://bucket` and its key.
+            Some(("s3", rest)) => match rest.trim_start_matches('/').split_once('/') {
+                Some((bucket, key)) => (format!("s3://{bucket}"), key.to_owned()),
+                None => ("file".to_owned(), self.source.to_owned()),
+            },
             _ => ("file".to_owned(), self.source.to_owned()),
         };
         json!({

@@ -6,24 +6,37 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::IngestError;
 use crate::profile::{Profile, Profiler};
-use crate::read::{ReadOptions, open_source};
+use crate::read::{ParsedBatch, ReadOptions, open_source};
 use crate::schema::DatasetSchema;
 use crate::validate::{CheckCount, Failure, Validator};
 
 /// Number of failing rows copied into the report as a sample.
 const SAMPLE_ROWS: usize = 10;
+
+/// Longest value of a sample row in the report, in characters. The report is stored in the
+/// database and returned by the API, so longer values are cut there. The quarantine file
+/// keeps every value whole.
+pub const SAMPLE_VALUE_CHARS: usize = 256;
+
+/// Parsed batches the reader thread may read ahead of the checks and the writer.
+const READ_AHEAD_BATCHES: usize = 2;
+
+/// Parquet key-value metadata key that names the push run of a segment, so that a segment
+/// with the same rows as an earlier one is a different file and is appended.
+pub(crate) const SEGMENT_RUN_KEY: &str = "ghaf.segment_run_id";
 
 /// zstd level of stored versions: level 3 is zstd's own default, a balance of speed and size.
 const ZSTD_LEVEL: i32 = 3;
@@ -38,7 +51,8 @@ pub struct IngestReport {
     pub failure_share: f64,
     /// Failing rows per declared check. A row that fails several checks counts in each.
     pub checks: Vec<CheckCount>,
-    /// The first failing rows, as in the quarantine file.
+    /// The first failing rows, as in the quarantine file but with each value cut to
+    /// [`SAMPLE_VALUE_CHARS`] characters.
     pub sample: Vec<QuarantineRow>,
 }
 
@@ -72,30 +86,58 @@ fn staging_error(path: &Path) -> impl Fn(std::io::Error) -> IngestError + '_ {
 }
 
 /// Writer properties of stored versions. They are fixed, so equal rows under an equal
-/// schema give a byte-identical file and hence the same content address.
-fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+/// schema give a byte-identical file and hence the same content address. A pushed segment
+/// also records its run id, which makes each segment a distinct file.
+fn writer_properties(segment_run_id: Option<&str>) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level"),
         ))
-        .set_created_by("ghaf".into())
-        .build()
+        .set_created_by("ghaf".into());
+    if let Some(run_id) = segment_run_id {
+        builder = builder.set_key_value_metadata(Some(vec![KeyValue::new(
+            SEGMENT_RUN_KEY.to_owned(),
+            run_id.to_owned(),
+        )]));
+    }
+    builder.build()
+}
+
+/// Settings of one streaming pass besides the input.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PassSettings {
+    /// List the input row numbers of the accepted rows in the output.
+    pub collect_accepted: bool,
+    /// Run id of a pushed segment, written into the Parquet file's metadata.
+    pub segment_run_id: Option<String>,
+    /// Flags that stop the pass between two batches with [`IngestError::Cancelled`] when
+    /// any of them is set.
+    pub cancel: Vec<Arc<AtomicBool>>,
+}
+
+fn cancelled(settings: &PassSettings) -> bool {
+    settings
+        .cancel
+        .iter()
+        .any(|flag| flag.load(Ordering::Relaxed))
 }
 
 /// Runs the streaming pass over the input at `input`, with staging files in `staging_dir`.
-/// With `collect_accepted`, the output lists the input row numbers of the accepted rows.
+///
+/// Three threads form a pipeline: a reader thread parses the next batches, this thread
+/// checks the current one and updates the profile, and a writer thread encodes the
+/// accepted rows into the Parquet file. Bounded channels keep at most
+/// [`READ_AHEAD_BATCHES`] batches waiting at each step, and batches keep their input order,
+/// so the output is the same as a pass on one thread.
 pub(crate) fn run_pass(
     schema: &DatasetSchema,
     input: &Path,
     options: &ReadOptions,
     staging_dir: &Path,
     progress: Arc<AtomicU64>,
-    collect_accepted: bool,
+    settings: &PassSettings,
 ) -> Result<PassOutput, IngestError> {
     let mut source = open_source(input, schema, options, progress)?;
-    let arrow_schema = schema.arrow_schema();
-    let mut validator = Validator::new(schema)?;
-    let mut profiler = Profiler::new(schema);
 
     std::fs::create_dir_all(staging_dir).map_err(staging_error(staging_dir))?;
     let parquet_file = tempfile::Builder::new()
@@ -104,11 +146,86 @@ pub(crate) fn run_pass(
         .tempfile_in(staging_dir)
         .map_err(staging_error(staging_dir))?;
     let (parquet_handle, parquet_path) = parquet_file.into_parts();
-    let mut writer = ArrowWriter::try_new(
+    let writer = ArrowWriter::try_new(
         parquet_handle,
-        arrow_schema.clone(),
-        Some(writer_properties()),
+        schema.arrow_schema(),
+        Some(writer_properties(settings.segment_run_id.as_deref())),
     )?;
+
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
+        scope.spawn(move || {
+            loop {
+                if cancelled(settings) {
+                    return;
+                }
+                let next = source.next_batch();
+                let last = !matches!(next, Ok(Some(_)));
+                // A closed channel means the checking side stopped; so does this side.
+                if sender.send(next).is_err() || last {
+                    return;
+                }
+            }
+        });
+        let batches = std::iter::from_fn(|| receiver.recv().ok().and_then(Result::transpose));
+
+        let (accepted_sender, accepted_receiver) =
+            std::sync::mpsc::sync_channel::<RecordBatch>(READ_AHEAD_BATCHES);
+        let writing = scope.spawn(move || write_parquet(writer, &accepted_receiver));
+        let checked = check_and_write(schema, batches, &accepted_sender, staging_dir, settings);
+        drop(accepted_sender);
+        let written = writing.join().map_err(|_| IngestError::Staging {
+            path: parquet_path.display().to_string(),
+            source: std::io::Error::other("the Parquet writer thread panicked"),
+        })?;
+
+        // A writer error comes first: it also stops the checks, which then fail on a
+        // closed channel.
+        let file = written?;
+        let checked = checked?;
+        file.sync_all().map_err(staging_error(&parquet_path))?;
+        Ok(PassOutput {
+            report: checked.report,
+            profile: checked.profile,
+            parquet: parquet_path,
+            quarantine: checked.quarantine,
+            accepted_rows: checked.accepted_rows,
+        })
+    })
+}
+
+/// Encodes accepted batches into the Parquet staging file until the channel closes.
+fn write_parquet(
+    mut writer: ArrowWriter<File>,
+    batches: &std::sync::mpsc::Receiver<RecordBatch>,
+) -> Result<File, IngestError> {
+    for batch in batches {
+        writer.write(&batch)?;
+    }
+    Ok(writer.into_inner()?)
+}
+
+/// Results of the checks of one pass; the Parquet file is written beside them.
+struct Checked {
+    report: IngestReport,
+    profile: Profile,
+    quarantine: Option<tempfile::TempPath>,
+    accepted_rows: Vec<u64>,
+}
+
+/// Checks parsed batches, sends the accepted rows to the Parquet writer, and writes the
+/// failing rows to the quarantine file.
+fn check_and_write(
+    schema: &DatasetSchema,
+    batches: impl Iterator<Item = Result<ParsedBatch, IngestError>>,
+    accepted_sender: &std::sync::mpsc::SyncSender<RecordBatch>,
+    staging_dir: &Path,
+    settings: &PassSettings,
+) -> Result<Checked, IngestError> {
+    let collect_accepted = settings.collect_accepted;
+    let arrow_schema = schema.arrow_schema();
+    let mut validator = Validator::new(schema)?;
+    let mut profiler = Profiler::new(schema);
     let mut quarantine: Option<(BufWriter<File>, tempfile::TempPath)> = None;
 
     let mut rows_read = 0u64;
@@ -116,7 +233,11 @@ pub(crate) fn run_pass(
     let mut sample = Vec::new();
     let mut accepted_rows = Vec::new();
 
-    while let Some(mut batch) = source.next_batch()? {
+    for batch in batches {
+        let mut batch = batch?;
+        if cancelled(settings) {
+            return Err(IngestError::Cancelled);
+        }
         rows_read += batch.rows as u64;
         let columns: Vec<ArrayRef> = batch.columns.clone();
         let read_failures = std::mem::take(&mut batch.failures);
@@ -132,8 +253,14 @@ pub(crate) fn run_pass(
         }
         let accepted = accept(&record_batch, &mask)?;
         if accepted.num_rows() > 0 {
-            writer.write(&accepted)?;
             profiler.update(&accepted);
+            if accepted_sender.send(accepted.clone()).is_err() {
+                // The writer stopped on an error, which the caller reports.
+                return Err(IngestError::Staging {
+                    path: staging_dir.display().to_string(),
+                    source: std::io::Error::other("the Parquet writer stopped"),
+                });
+            }
         }
 
         if accepted.num_rows() < record_batch.num_rows() {
@@ -184,20 +311,21 @@ pub(crate) fn run_pass(
                 })?;
                 out.write_all(b"\n").map_err(staging_error(path))?;
                 if sample.len() < SAMPLE_ROWS {
-                    sample.push(row);
+                    sample.push(sample_row(row));
                 }
             }
         }
     }
 
+    if cancelled(settings) {
+        return Err(IngestError::Cancelled);
+    }
     if rows_read == 0 {
         return Err(IngestError::InvalidInput(
             "the input contains no data rows".into(),
         ));
     }
 
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(staging_error(&parquet_path))?;
     let quarantine = match quarantine {
         Some((out, path)) => {
             let file = out.into_inner().map_err(|error| IngestError::Staging {
@@ -220,13 +348,28 @@ pub(crate) fn run_pass(
         checks: validator.counts(),
         sample,
     };
-    Ok(PassOutput {
+    Ok(Checked {
         report,
         profile: profiler.finish(),
-        parquet: parquet_path,
         quarantine,
         accepted_rows,
     })
+}
+
+/// Returns a quarantine row for the report sample, each string value cut to
+/// [`SAMPLE_VALUE_CHARS`] characters and marked with its full length.
+fn sample_row(mut row: QuarantineRow) -> QuarantineRow {
+    for value in row.record.values_mut() {
+        if let serde_json::Value::String(text) = value
+            && text.chars().nth(SAMPLE_VALUE_CHARS).is_some()
+        {
+            let bytes = text.len();
+            let mut cut = crate::profile::truncate_chars(std::mem::take(text), SAMPLE_VALUE_CHARS);
+            cut.push_str(&format!("… ({bytes} bytes, cut)"));
+            *text = cut;
+        }
+    }
+    row
 }
 
 fn accept(batch: &RecordBatch, mask: &BooleanArray) -> Result<RecordBatch, IngestError> {

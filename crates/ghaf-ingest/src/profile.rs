@@ -23,7 +23,9 @@ pub struct ColumnProfile {
     #[serde(rename = "type")]
     pub column_type: ColumnType,
     pub null_count: u64,
-    /// Smallest value: a number, `true`/`false`, or an ISO date or RFC 3339 timestamp.
+    /// Smallest value: a number, `true`/`false`, or an ISO date or RFC 3339 timestamp. A
+    /// string is cut to its first [`PROFILE_TEXT_CHARS`] characters, so a cut `max` is a
+    /// prefix of the largest value and may sort below it.
     pub min: Option<serde_json::Value>,
     pub max: Option<serde_json::Value>,
     /// Arithmetic mean of integer and float columns; `None` for other types.
@@ -37,18 +39,25 @@ pub struct ColumnProfile {
 const HLL_BITS: u32 = 12;
 const HLL_REGISTERS: usize = 1 << HLL_BITS;
 
+/// Seed of the sketch hash. It is fixed, so the same values always give the same estimate.
+const HLL_HASH_SEED: u64 = 0x6768_6166_686c_6c31;
+
+/// Longest string `min` or `max` kept in a profile, in characters. Longer values are cut to
+/// this prefix, so the stored and returned profile stays small.
+pub const PROFILE_TEXT_CHARS: usize = 256;
+
 /// A HyperLogLog distinct-count sketch (Flajolet et al., 2007) with the small-range
-/// correction.
+/// correction. Values are hashed with foldhash's quality variant and a fixed seed.
 struct HyperLogLog {
     registers: Vec<u8>,
-    hasher: std::hash::BuildHasherDefault<std::hash::DefaultHasher>,
+    hasher: foldhash::quality::FixedState,
 }
 
 impl HyperLogLog {
     fn new() -> Self {
         Self {
             registers: vec![0; HLL_REGISTERS],
-            hasher: std::hash::BuildHasherDefault::default(),
+            hasher: foldhash::quality::FixedState::with_seed(HLL_HASH_SEED),
         }
     }
 
@@ -156,28 +165,32 @@ impl Profiler {
 
 impl ColumnAccumulator {
     #[allow(clippy::cast_precision_loss)]
+    fn add_integer(&mut self, value: i64) {
+        self.min_integer = Some(self.min_integer.map_or(value, |min| min.min(value)));
+        self.max_integer = Some(self.max_integer.map_or(value, |max| max.max(value)));
+        self.sum += value as f64;
+        self.count += 1;
+        self.sketch.insert(&value);
+    }
+
     fn update(&mut self, array: &dyn Array) {
         self.null_count += array.null_count() as u64;
         match array.data_type() {
-            DataType::Int64 | DataType::Date32 | DataType::Timestamp(_, _) => {
-                let values: Vec<Option<i64>> = match array.data_type() {
-                    DataType::Int64 => array.as_primitive::<Int64Type>().iter().collect(),
-                    DataType::Date32 => array
-                        .as_primitive::<arrow::datatypes::Date32Type>()
-                        .iter()
-                        .map(|value| value.map(i64::from))
-                        .collect(),
-                    _ => array
-                        .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-                        .iter()
-                        .collect(),
-                };
-                for value in values.into_iter().flatten() {
-                    self.min_integer = Some(self.min_integer.map_or(value, |min| min.min(value)));
-                    self.max_integer = Some(self.max_integer.map_or(value, |max| max.max(value)));
-                    self.sum += value as f64;
-                    self.count += 1;
-                    self.sketch.insert(&value);
+            DataType::Int64 => {
+                for value in array.as_primitive::<Int64Type>().iter().flatten() {
+                    self.add_integer(value);
+                }
+            }
+            DataType::Date32 => {
+                let values = array.as_primitive::<arrow::datatypes::Date32Type>();
+                for value in values.iter().flatten() {
+                    self.add_integer(i64::from(value));
+                }
+            }
+            DataType::Timestamp(_, _) => {
+                let values = array.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                for value in values.iter().flatten() {
+                    self.add_integer(value);
                 }
             }
             DataType::Float64 => {
@@ -249,8 +262,10 @@ impl ColumnAccumulator {
                 (self.min_integer.map(show), self.max_integer.map(show))
             }
             ColumnType::String => (
-                self.min_text.map(Value::from),
-                self.max_text.map(Value::from),
+                self.min_text
+                    .map(|text| Value::from(truncate_chars(text, PROFILE_TEXT_CHARS))),
+                self.max_text
+                    .map(|text| Value::from(truncate_chars(text, PROFILE_TEXT_CHARS))),
             ),
             ColumnType::Boolean => {
                 let any = self.seen_true || self.seen_false;
@@ -271,6 +286,14 @@ impl ColumnAccumulator {
             distinct_estimate: self.sketch.estimate(),
         }
     }
+}
+
+/// Cuts `text` to its first `max_chars` characters.
+pub(crate) fn truncate_chars(mut text: String, max_chars: usize) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(max_chars) {
+        text.truncate(cut);
+    }
+    text
 }
 
 #[cfg(test)]

@@ -5,15 +5,17 @@
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use crate::lineage::{IngestRun, RunState};
-use crate::pipeline::{QuarantineRow, run_pass};
+use crate::pipeline::{PassSettings, QuarantineRow};
 use crate::read::{InputFormat, ReadOptions};
 use crate::schema::{Classification, ColumnSpec, ColumnType, DatasetSchema};
 use crate::store::{Dataset, DatasetVersion};
+use crate::validate::{CheckKind, Failure};
 use crate::{IngestError, IngestInput, IngestService};
 
 /// Suffix of the name of a dataset's dead-letter dataset.
@@ -28,9 +30,31 @@ pub enum PushFormat {
     JsonArray,
 }
 
+/// Longest message kept whole in the dead-letter dataset, in bytes. A longer message is
+/// cut to this prefix, and its reasons give its full size and SHA-256, so that a message
+/// that can never be accepted is still dead-lettered instead of failing the push.
+pub const DEAD_LETTER_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Outcome of a push, in one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushResult {
+    /// A segment was appended; failing messages, if any, were dead-lettered.
+    Appended,
+    /// Every message was dropped because its key was stored before or repeats in the
+    /// batch; nothing was stored.
+    AllDuplicates,
+    /// No message passed the checks; they were all dead-lettered and no segment appended.
+    AllDeadLettered,
+    /// The batch contained no message.
+    Empty,
+}
+
 /// Result of one push.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PushOutcome {
+    /// Outcome of the push.
+    pub result: PushResult,
     /// Messages in the micro-batch.
     pub received: u64,
     /// Messages dropped because their key was stored before or repeats in the batch.
@@ -49,45 +73,117 @@ pub struct PushOutcome {
 
 /// One message kept after key deduplication.
 struct Message {
-    raw: String,
+    /// The message bytes as received; they may be invalid UTF-8, which fails the message.
+    raw: Vec<u8>,
     key: Option<String>,
     /// 1-based position in the received batch.
     position: u64,
 }
 
 /// Splits a micro-batch into raw messages, one JSON text each.
-fn split_messages(body: &[u8], format: PushFormat) -> Result<Vec<String>, IngestError> {
+fn split_messages(body: &[u8], format: PushFormat) -> Result<Vec<Vec<u8>>, IngestError> {
     match format {
         PushFormat::Ndjson => Ok(body
             .split(|&byte| byte == b'\n')
-            .map(|line| String::from_utf8_lossy(line).trim().to_owned())
+            .map(<[u8]>::trim_ascii)
             .filter(|line| !line.is_empty())
+            .map(<[u8]>::to_vec)
             .collect()),
         PushFormat::JsonArray => {
+            if let Err(error) = std::str::from_utf8(body) {
+                return Err(IngestError::InvalidInput(format!(
+                    "the body is not valid UTF-8: invalid byte at offset {}; send UTF-8 JSON",
+                    error.valid_up_to()
+                )));
+            }
             let values: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|error| {
                 IngestError::InvalidInput(format!("the body is not a JSON array: {error}"))
             })?;
-            Ok(values.iter().map(serde_json::Value::to_string).collect())
+            Ok(values
+                .iter()
+                .map(|value| value.to_string().into_bytes())
+                .collect())
         }
     }
 }
 
-/// The message key: the JSON array of the `unique_key` values, or `None` when the schema
-/// declares no key or the message lacks a key value.
-fn message_key(raw: &str, key_columns: &[String]) -> Option<String> {
-    if key_columns.is_empty() {
+/// Returns the message key: the JSON array of the `unique_key` values, each normalised to the
+/// column's type, so that `1` and `1.0` in a float column, or the same instant written with
+/// two offsets, are one key. `None` when the schema declares no key, or the message lacks
+/// a key value or has one that does not convert (the message then fails its checks).
+fn message_key(raw: &[u8], schema: &DatasetSchema) -> Option<String> {
+    if schema.unique_key.is_empty() {
         return None;
     }
-    let value: serde_json::Value = serde_json::from_str(raw).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(raw).ok()?;
     let object = value.as_object()?;
-    let mut parts = Vec::with_capacity(key_columns.len());
-    for column in key_columns {
-        match object.get(column) {
-            None | Some(serde_json::Value::Null) => return None,
-            Some(part) => parts.push(part.clone()),
-        }
+    let mut parts = Vec::with_capacity(schema.unique_key.len());
+    for name in &schema.unique_key {
+        let column = schema.column(name)?;
+        parts.push(normalise_key_value(column, object.get(name)?)?);
     }
     Some(serde_json::Value::Array(parts).to_string())
+}
+
+/// Converts one key value to the canonical JSON form of its column type: integers and
+/// floats as numbers (a float always with a fraction part), dates as `YYYY-MM-DD`,
+/// timestamps as RFC 3339 in UTC with microseconds.
+fn normalise_key_value(
+    column: &ColumnSpec,
+    value: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    match (column.column_type, value) {
+        (ColumnType::Integer, Value::Number(number)) => number.as_i64().map(Value::from),
+        (ColumnType::Float, Value::Number(number)) => {
+            let float = number.as_f64().filter(|float| float.is_finite())?;
+            // -0.0 and 0.0 are one value.
+            let float = if float == 0.0 { 0.0 } else { float };
+            serde_json::Number::from_f64(float).map(Value::Number)
+        }
+        (ColumnType::String, Value::String(text)) => Some(Value::String(text.clone())),
+        (ColumnType::Boolean, Value::Bool(flag)) => Some(Value::Bool(*flag)),
+        (ColumnType::Date, Value::String(text)) => {
+            let days = crate::convert::parse_date(text.trim()).ok()?;
+            let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+            let date = epoch.checked_add_signed(chrono::TimeDelta::try_days(i64::from(days))?)?;
+            Some(Value::String(date.to_string()))
+        }
+        (ColumnType::Timestamp, Value::String(text)) => {
+            let micros = crate::convert::parse_timestamp(text.trim(), column.offset()).ok()?;
+            let instant = chrono::DateTime::from_timestamp_micros(micros)?;
+            Some(Value::String(
+                instant.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Returns the text of a message as the dead-letter dataset keeps it. Invalid UTF-8 is
+/// replaced with U+FFFD, and the reasons give its byte offset. A message longer than
+/// [`DEAD_LETTER_MESSAGE_BYTES`] is cut to that prefix, with a reason that gives its size
+/// and SHA-256.
+fn dead_letter_text(raw: &[u8], reasons: &mut Vec<Failure>) -> String {
+    let text = String::from_utf8_lossy(raw);
+    if text.len() <= DEAD_LETTER_MESSAGE_BYTES {
+        return text.into_owned();
+    }
+    let mut cut = DEAD_LETTER_MESSAGE_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let digest = hex::encode(sha2::Sha256::digest(raw));
+    reasons.push(Failure {
+        check: CheckKind::FieldSize,
+        column: None,
+        message: format!(
+            "the message has {} bytes; the dead-letter dataset keeps its first {cut} bytes \
+             (SHA-256 of the whole message: {digest})",
+            raw.len()
+        ),
+    });
+    text[..cut].to_owned()
 }
 
 /// The schema of a dead-letter dataset. The raw message carries every column of the source
@@ -96,14 +192,14 @@ fn dead_letter_schema(source: &DatasetSchema) -> DatasetSchema {
     let classification = source
         .columns
         .iter()
-        .map(|column| column.classification)
+        .map(ColumnSpec::label)
         .max()
         .unwrap_or(Classification::Internal);
     let column = |name: &str, column_type, classification, description: &str| ColumnSpec {
         name: name.into(),
         column_type,
         nullable: false,
-        classification,
+        classification: Some(classification),
         description: description.into(),
         timezone: None,
         min: None,
@@ -166,7 +262,7 @@ impl IngestService {
             .into_iter()
             .zip(1..)
             .map(|(raw, position)| Message {
-                key: message_key(&raw, &dataset.schema.unique_key),
+                key: message_key(&raw, &dataset.schema),
                 raw,
                 position,
             })
@@ -186,6 +282,11 @@ impl IngestService {
             .collect();
         let duplicates_dropped = received - messages.len() as u64;
         let mut outcome = PushOutcome {
+            result: if received == 0 {
+                PushResult::Empty
+            } else {
+                PushResult::AllDuplicates
+            },
             received,
             duplicates_dropped,
             accepted: 0,
@@ -211,7 +312,14 @@ impl IngestService {
         self.emit(dataset, &run, RunState::Start, None, None)
             .await?;
         let result = self
-            .push_run(dataset, project_name, &messages, actor, &mut outcome)
+            .push_run(
+                dataset,
+                project_name,
+                &messages,
+                actor,
+                &run_id,
+                &mut outcome,
+            )
             .await;
         match &result {
             Ok(()) => {
@@ -222,7 +330,12 @@ impl IngestService {
             Err(error) => {
                 tracing::warn!(tenant = %dataset.tenant, dataset = %dataset.name, run_id = %run_id, error = %error, "push failed");
                 let message = error.to_string();
-                self.emit(dataset, &run, RunState::Fail, None, Some(&message))
+                let state = if matches!(error, IngestError::Cancelled) {
+                    RunState::Abort
+                } else {
+                    RunState::Fail
+                };
+                self.emit(dataset, &run, state, None, Some(&message))
                     .await?;
             }
         }
@@ -235,6 +348,7 @@ impl IngestService {
         project_name: &str,
         messages: &[Message],
         actor: &str,
+        run_id: &str,
         outcome: &mut PushOutcome,
     ) -> Result<(), IngestError> {
         let staging = self.staging_file("push-", ".ndjson")?;
@@ -243,31 +357,40 @@ impl IngestService {
                 std::fs::File::create(&staging).map_err(self.staging_error())?,
             );
             for message in messages {
-                writeln!(out, "{}", message.raw).map_err(self.staging_error())?;
+                out.write_all(&message.raw).map_err(self.staging_error())?;
+                out.write_all(b"\n").map_err(self.staging_error())?;
             }
             out.flush().map_err(self.staging_error())?;
         }
 
-        let schema = dataset.schema.clone();
-        let path = staging.to_path_buf();
-        let options = ReadOptions::new(InputFormat::Ndjson);
-        let staging_dir = self.staging_dir().to_owned();
-        let pass = tokio::task::spawn_blocking(move || {
-            run_pass(
-                &schema,
-                &path,
+        let mut options = ReadOptions::new(InputFormat::Ndjson);
+        self.limits().apply(&mut options);
+        let settings = PassSettings {
+            collect_accepted: true,
+            segment_run_id: Some(run_id.to_owned()),
+            cancel: Vec::new(),
+        };
+        let pass = self
+            .pass(
+                &dataset.schema,
+                &staging,
                 &options,
-                &staging_dir,
                 Arc::new(AtomicU64::new(0)),
-                true,
+                settings,
+                Arc::new(AtomicBool::new(false)),
             )
-        })
-        .await
-        .map_err(|error| {
-            IngestError::InvalidInput(format!("the ingest worker stopped: {error}"))
-        })??;
+            .await?;
         outcome.accepted = pass.report.rows_accepted;
         outcome.dead_lettered = pass.report.rows_quarantined;
+
+        // Dead letters first: a retry after a failure below stores the same dead-letter
+        // content again, which is the same content-addressed version, not a second copy.
+        if let Some(quarantine) = &pass.quarantine {
+            let version = self
+                .dead_letter(dataset, project_name, quarantine, messages, actor)
+                .await?;
+            outcome.dead_letter_version = Some(version);
+        }
 
         if pass.report.rows_accepted > 0 {
             let content = self
@@ -298,18 +421,24 @@ impl IngestService {
                 created_at: ghaf_core::now_millis(),
                 created_by: actor.to_owned(),
             };
-            let (segment, _) = self
+            let (segment, created) = self
                 .store()
                 .insert_version_with_keys(&dataset.tenant, &version, &keys)
                 .await?;
+            if !created {
+                // The run id in the file's metadata makes every segment's digest new.
+                return Err(IngestError::Corrupt {
+                    what: "pushed segment",
+                    message: format!(
+                        "segment of run {run_id} has the digest of version {}",
+                        segment.version
+                    ),
+                });
+            }
             outcome.segment = Some(segment);
-        }
-
-        if let Some(quarantine) = &pass.quarantine {
-            let version = self
-                .dead_letter(dataset, project_name, quarantine, messages, actor)
-                .await?;
-            outcome.dead_letter_version = Some(version);
+            outcome.result = PushResult::Appended;
+        } else {
+            outcome.result = PushResult::AllDeadLettered;
         }
         Ok(())
     }
@@ -341,9 +470,11 @@ impl IngestService {
                     })?;
                 let index = usize::try_from(row.row - 1).unwrap_or(usize::MAX);
                 let message = messages.get(index);
+                let mut reasons = row.reasons;
+                let text = message.map(|message| dead_letter_text(&message.raw, &mut reasons));
                 let letter = serde_json::json!({
-                    "message": message.map(|message| message.raw.as_str()),
-                    "reasons": serde_json::to_string(&row.reasons).unwrap_or_default(),
+                    "message": text,
+                    "reasons": serde_json::to_string(&reasons).unwrap_or_default(),
                     "row": message.map_or(row.row, |message| message.position),
                 });
                 writeln!(out, "{letter}").map_err(self.staging_error())?;
@@ -405,7 +536,11 @@ impl IngestService {
         Ok(outcome.version.version)
     }
 
-    fn staging_file(&self, prefix: &str, suffix: &str) -> Result<tempfile::TempPath, IngestError> {
+    pub(crate) fn staging_file(
+        &self,
+        prefix: &str,
+        suffix: &str,
+    ) -> Result<tempfile::TempPath, IngestError> {
         std::fs::create_dir_all(self.staging_dir()).map_err(self.staging_error())?;
         let file = tempfile::Builder::new()
             .prefix(prefix)
@@ -415,7 +550,7 @@ impl IngestService {
         Ok(file.into_temp_path())
     }
 
-    fn staging_error(&self) -> impl Fn(std::io::Error) -> IngestError + '_ {
+    pub(crate) fn staging_error(&self) -> impl Fn(std::io::Error) -> IngestError + '_ {
         move |source| IngestError::Staging {
             path: self.staging_dir().display().to_string(),
             source,

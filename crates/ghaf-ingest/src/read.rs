@@ -25,6 +25,16 @@ pub const DEFAULT_BATCH_ROWS: usize = 8192;
 /// Largest CSV field or NDJSON line accepted by default, in bytes.
 pub const DEFAULT_MAX_FIELD_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest CSV record (all fields of one row) accepted by default, in bytes.
+pub const DEFAULT_MAX_ROW_BYTES: usize = 64 * 1024 * 1024;
+
+/// Largest decoded size of one Arrow batch read from Parquet by default, in bytes.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Largest decoded size of one Parquet row group (the columns the schema reads) by default,
+/// in bytes.
+pub const DEFAULT_MAX_ROW_GROUP_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// The file format of an input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,7 +46,9 @@ pub enum InputFormat {
 
 impl InputFormat {
     /// Guesses the format from a file name: `.csv`, `.tsv`, `.ndjson`, `.jsonl`, `.json`
-    /// and `.parquet`, each optionally followed by `.gz`.
+    /// and `.parquet`, each optionally followed by `.gz`. A `.tsv` file is CSV with a tab
+    /// delimiter; [`ReadOptions::for_file_name`] sets it. A `.parquet.gz` file is detected
+    /// here, and the reader rejects it with a message that asks to decompress it.
     pub fn from_file_name(name: &str) -> Option<Self> {
         let name = name.to_ascii_lowercase();
         let name = name.strip_suffix(".gz").unwrap_or(&name);
@@ -75,8 +87,32 @@ pub struct ReadOptions {
     pub null_values: Vec<String>,
     /// Largest CSV field or NDJSON line in bytes; a larger one fails its row.
     pub max_field_bytes: usize,
+    /// Largest CSV record in bytes. A larger record fails its row and is skipped without
+    /// being held in memory.
+    #[serde(default = "default_max_row_bytes")]
+    pub max_row_bytes: usize,
+    /// Largest decoded Arrow batch read from Parquet, in bytes: the rows per batch are
+    /// lowered so that a batch of average rows stays below it.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// Largest decoded Parquet row group (the columns the schema reads), in bytes; a file
+    /// with a larger one is rejected.
+    #[serde(default = "default_max_row_group_bytes")]
+    pub max_row_group_bytes: u64,
     /// Rows per Arrow batch.
     pub batch_rows: usize,
+}
+
+fn default_max_row_bytes() -> usize {
+    DEFAULT_MAX_ROW_BYTES
+}
+
+fn default_max_batch_bytes() -> usize {
+    DEFAULT_MAX_BATCH_BYTES
+}
+
+fn default_max_row_group_bytes() -> u64 {
+    DEFAULT_MAX_ROW_GROUP_BYTES
 }
 
 impl ReadOptions {
@@ -88,8 +124,26 @@ impl ReadOptions {
             header: true,
             null_values: vec![String::new()],
             max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+            max_row_bytes: DEFAULT_MAX_ROW_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_row_group_bytes: DEFAULT_MAX_ROW_GROUP_BYTES,
             batch_rows: DEFAULT_BATCH_ROWS,
         }
+    }
+
+    /// Returns the options for a file name as [`InputFormat::from_file_name`] reads it, with
+    /// a tab delimiter for `.tsv` and `.tsv.gz` files.
+    pub fn for_file_name(name: &str) -> Option<Self> {
+        let mut options = Self::new(InputFormat::from_file_name(name)?);
+        let lower = name.to_ascii_lowercase();
+        if lower
+            .strip_suffix(".gz")
+            .unwrap_or(&lower)
+            .ends_with(".tsv")
+        {
+            options.delimiter = b'\t';
+        }
+        Some(options)
     }
 
     pub(crate) fn check(&self) -> Result<(), IngestError> {
@@ -116,6 +170,18 @@ impl ReadOptions {
         }
         if self.max_field_bytes == 0 {
             return option("max_field_bytes", "max_field_bytes must be at least 1");
+        }
+        if self.max_row_bytes < 1024 {
+            return option("max_row_bytes", "max_row_bytes must be at least 1024");
+        }
+        if self.max_batch_bytes < 1024 {
+            return option("max_batch_bytes", "max_batch_bytes must be at least 1024");
+        }
+        if self.max_row_group_bytes < 1024 {
+            return option(
+                "max_row_group_bytes",
+                "max_row_group_bytes must be at least 1024",
+            );
         }
         Ok(())
     }
@@ -209,17 +275,136 @@ fn read_error(error: impl std::fmt::Display) -> IngestError {
     IngestError::InvalidInput(format!("cannot read the input: {error}"))
 }
 
+/// Outcome of reading one CSV record.
+enum RecordRead {
+    /// A record: its fields are in `CsvRecords::field`.
+    Record,
+    /// A record larger than `max_row_bytes`; its bytes were skipped, not kept.
+    TooLarge,
+    End,
+}
+
+/// CSV records read with `csv_core` into one reused buffer that never grows past
+/// `max_row_bytes`, so a huge field or row in a (compressed) upload cannot exhaust memory.
+struct CsvRecords {
+    input: Box<dyn BufRead + Send>,
+    parser: csv_core::Reader,
+    /// Bytes of the fields of the current record, back to back.
+    output: Vec<u8>,
+    /// End offset of each field of the current record in `output`.
+    ends: Vec<usize>,
+    fields: usize,
+    max_row_bytes: usize,
+}
+
+impl CsvRecords {
+    fn new(mut input: Box<dyn BufRead + Send>, options: &ReadOptions) -> Result<Self, IngestError> {
+        // A UTF-8 byte order mark before the first record is not part of the data.
+        if input
+            .fill_buf()
+            .map_err(read_error)?
+            .starts_with(b"\xef\xbb\xbf")
+        {
+            input.consume(3);
+        }
+        let parser = csv_core::ReaderBuilder::new()
+            .delimiter(options.delimiter)
+            .quote(options.quote)
+            .build();
+        Ok(Self {
+            input,
+            parser,
+            output: vec![0; options.max_row_bytes.min(64 * 1024)],
+            ends: vec![0; 64],
+            fields: 0,
+            max_row_bytes: options.max_row_bytes,
+        })
+    }
+
+    fn read_record(&mut self) -> Result<RecordRead, IngestError> {
+        use csv_core::ReadRecordResult;
+        let mut output_len = 0;
+        let mut ends_len = 0;
+        let mut too_large = false;
+        loop {
+            let input = self.input.fill_buf().map_err(read_error)?;
+            let (result, read, written, ended) = self.parser.read_record(
+                input,
+                &mut self.output[output_len..],
+                &mut self.ends[ends_len..],
+            );
+            self.input.consume(read);
+            output_len += written;
+            ends_len += ended;
+            match result {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => {
+                    if self.output.len() >= self.max_row_bytes {
+                        // Keeps parsing to find the end of the record, but overwrites the
+                        // buffer instead of growing it.
+                        too_large = true;
+                        output_len = 0;
+                        ends_len = 0;
+                    } else {
+                        let grown = (self.output.len() * 2).min(self.max_row_bytes);
+                        self.output.resize(grown, 0);
+                    }
+                }
+                ReadRecordResult::OutputEndsFull => {
+                    if too_large {
+                        ends_len = 0;
+                    } else {
+                        let grown = self.ends.len() * 2;
+                        self.ends.resize(grown, 0);
+                    }
+                }
+                ReadRecordResult::Record => {
+                    self.fields = ends_len;
+                    return Ok(if too_large {
+                        RecordRead::TooLarge
+                    } else {
+                        RecordRead::Record
+                    });
+                }
+                ReadRecordResult::End => return Ok(RecordRead::End),
+            }
+        }
+    }
+
+    fn field(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.output[start..self.ends[index]]
+    }
+}
+
 struct CsvSource {
-    reader: csv::Reader<Box<dyn BufRead + Send>>,
+    records: CsvRecords,
     schema: DatasetSchema,
     /// Input field index of each schema column.
     field_of_column: Vec<usize>,
     expected_fields: usize,
     null_values: Vec<Vec<u8>>,
     max_field_bytes: usize,
+    max_row_bytes: usize,
     batch_rows: usize,
-    record: csv::ByteRecord,
+    builders: Vec<ColumnBuilder>,
     next_row: u64,
+}
+
+/// Rejects a CSV header that names a column twice, because the column it maps to would be
+/// ambiguous.
+fn check_duplicate_headers(names: &[String]) -> Result<(), IngestError> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name.as_str()) {
+            return Err(IngestError::InvalidInput(format!(
+                "the CSV header names the column {} more than once; rename or remove the \
+                 duplicate column",
+                quote(name)
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl CsvSource {
@@ -230,24 +415,27 @@ impl CsvSource {
         counter: Arc<AtomicU64>,
     ) -> Result<Self, IngestError> {
         let input = open_text(path, counter)?;
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(options.delimiter)
-            .quote(options.quote)
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(input);
+        let mut records = CsvRecords::new(input, options)?;
 
         let (field_of_column, expected_fields) = if options.header {
-            let mut header = csv::ByteRecord::new();
-            if !reader.read_byte_record(&mut header).map_err(read_error)? {
-                return Err(IngestError::InvalidInput(
-                    "the input is empty: expected a CSV header line naming the columns".into(),
-                ));
+            match records.read_record()? {
+                RecordRead::Record => {}
+                RecordRead::TooLarge => {
+                    return Err(IngestError::InvalidInput(format!(
+                        "the CSV header line is larger than the limit of {} bytes \
+                         (ingest.max_row_bytes); is this a CSV file?",
+                        options.max_row_bytes
+                    )));
+                }
+                RecordRead::End => {
+                    return Err(IngestError::InvalidInput(
+                        "the input is empty: expected a CSV header line naming the columns".into(),
+                    ));
+                }
             }
-            let names = header
-                .iter()
-                .map(|name| {
-                    std::str::from_utf8(name)
+            let names = (0..records.fields)
+                .map(|index| {
+                    std::str::from_utf8(records.field(index))
                         .map(|name| name.trim().trim_start_matches('\u{feff}').to_owned())
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -256,6 +444,7 @@ impl CsvSource {
                         "the CSV header is not valid UTF-8; is this a CSV file?".into(),
                     )
                 })?;
+            check_duplicate_headers(&names)?;
             let mut positions = Vec::with_capacity(schema.columns.len());
             let mut missing = Vec::new();
             for column in &schema.columns {
@@ -278,7 +467,7 @@ impl CsvSource {
         };
 
         Ok(Self {
-            reader,
+            records,
             schema: schema.clone(),
             field_of_column,
             expected_fields,
@@ -288,91 +477,100 @@ impl CsvSource {
                 .map(|token| token.as_bytes().to_vec())
                 .collect(),
             max_field_bytes: options.max_field_bytes,
+            max_row_bytes: options.max_row_bytes,
             batch_rows: options.batch_rows,
-            record: csv::ByteRecord::new(),
+            builders: schema
+                .columns
+                .iter()
+                .map(|column| ColumnBuilder::new(column, options.batch_rows))
+                .collect(),
             next_row: 1,
         })
+    }
+
+    /// Appends the fields of the current record to the builders, recording failures of row
+    /// `row` of the batch.
+    fn append_record(&mut self, row: usize, failures: &mut Vec<(usize, Failure)>) {
+        let records = &self.records;
+        for ((builder, column), &field_index) in self
+            .builders
+            .iter_mut()
+            .zip(&self.schema.columns)
+            .zip(&self.field_of_column)
+        {
+            let field = records.field(field_index);
+            if self
+                .null_values
+                .iter()
+                .any(|token| token.as_slice() == field)
+            {
+                builder.append_null();
+                continue;
+            }
+            if field.len() > self.max_field_bytes {
+                builder.append_null();
+                let message = format!(
+                    "field has {} bytes, more than the limit of {} (ingest.max_field_bytes)",
+                    field.len(),
+                    self.max_field_bytes
+                );
+                failures.push((
+                    row,
+                    Failure::column(CheckKind::FieldSize, &column.name, message),
+                ));
+                continue;
+            }
+            match std::str::from_utf8(field) {
+                Ok(text) => {
+                    if let Err(message) = builder.append_text(text) {
+                        failures
+                            .push((row, Failure::column(CheckKind::Type, &column.name, message)));
+                    }
+                }
+                Err(error) => {
+                    builder.append_null();
+                    let message = format!("invalid UTF-8 at byte {}", error.valid_up_to());
+                    failures.push((
+                        row,
+                        Failure::column(CheckKind::Encoding, &column.name, message),
+                    ));
+                }
+            }
+        }
     }
 }
 
 impl BatchSource for CsvSource {
     fn next_batch(&mut self) -> Result<Option<ParsedBatch>, IngestError> {
-        let mut builders: Vec<ColumnBuilder> = self
-            .schema
-            .columns
-            .iter()
-            .map(|column| ColumnBuilder::new(column, self.batch_rows))
-            .collect();
         let mut failures = Vec::new();
         let first_row = self.next_row;
         let mut rows = 0;
 
         while rows < self.batch_rows {
-            if !self
-                .reader
-                .read_byte_record(&mut self.record)
-                .map_err(read_error)?
-            {
-                break;
-            }
-            let record = &self.record;
-            if record.len() != self.expected_fields {
-                let message = format!(
-                    "row has {} fields, expected {}",
-                    record.len(),
-                    self.expected_fields
-                );
-                failures.push((rows, Failure::row(CheckKind::Format, message)));
-                builders.iter_mut().for_each(ColumnBuilder::append_null);
-            } else {
-                for ((builder, column), &field_index) in builders
-                    .iter_mut()
-                    .zip(&self.schema.columns)
-                    .zip(&self.field_of_column)
-                {
-                    let field = &record[field_index];
-                    if self
-                        .null_values
-                        .iter()
-                        .any(|token| token.as_slice() == field)
-                    {
-                        builder.append_null();
-                        continue;
-                    }
-                    // NOTE: the csv crate reads a whole record into memory before this check,
-                    // so a huge field is rejected here but still buffered once.
-                    if field.len() > self.max_field_bytes {
-                        builder.append_null();
-                        let message = format!(
-                            "field has {} bytes, more than the limit of {}",
-                            field.len(),
-                            self.max_field_bytes
-                        );
-                        failures.push((
-                            rows,
-                            Failure::column(CheckKind::FieldSize, &column.name, message),
-                        ));
-                        continue;
-                    }
-                    match std::str::from_utf8(field) {
-                        Ok(text) => {
-                            if let Err(message) = builder.append_text(text) {
-                                failures.push((
-                                    rows,
-                                    Failure::column(CheckKind::Type, &column.name, message),
-                                ));
-                            }
-                        }
-                        Err(error) => {
-                            builder.append_null();
-                            let message = format!("invalid UTF-8 at byte {}", error.valid_up_to());
-                            failures.push((
-                                rows,
-                                Failure::column(CheckKind::Encoding, &column.name, message),
-                            ));
-                        }
-                    }
+            match self.records.read_record()? {
+                RecordRead::End => break,
+                RecordRead::TooLarge => {
+                    let message = format!(
+                        "row is larger than the limit of {} bytes (ingest.max_row_bytes); its \
+                         fields were not read",
+                        self.max_row_bytes
+                    );
+                    failures.push((rows, Failure::row(CheckKind::FieldSize, message)));
+                    self.builders
+                        .iter_mut()
+                        .for_each(ColumnBuilder::append_null);
                 }
+                RecordRead::Record if self.records.fields != self.expected_fields => {
+                    let message = format!(
+                        "row has {} fields, expected {}",
+                        self.records.fields, self.expected_fields
+                    );
+                    failures.push((rows, Failure::row(CheckKind::Format, message)));
+                    self.builders
+                        .iter_mut()
+                        .for_each(ColumnBuilder::append_null);
+                }
+                RecordRead::Record => self.append_record(rows, &mut failures),
             }
             rows += 1;
             self.next_row += 1;
@@ -382,7 +580,11 @@ impl BatchSource for CsvSource {
             return Ok(None);
         }
         Ok(Some(ParsedBatch {
-            columns: builders.iter_mut().map(ColumnBuilder::finish).collect(),
+            columns: self
+                .builders
+                .iter_mut()
+                .map(ColumnBuilder::finish)
+                .collect(),
             rows,
             first_row,
             row_numbers: None,
@@ -473,7 +675,7 @@ impl BatchSource for NdjsonSource {
             if !within_limit {
                 row_numbers.push(self.line_number);
                 let message = format!(
-                    "line is longer than the limit of {} bytes",
+                    "line is longer than the limit of {} bytes (ingest.max_field_bytes)",
                     self.max_line_bytes
                 );
                 failures.push((index, Failure::row(CheckKind::FieldSize, message)));
@@ -484,6 +686,12 @@ impl BatchSource for NdjsonSource {
                 continue;
             }
             row_numbers.push(self.line_number);
+            if let Err(error) = std::str::from_utf8(&self.line) {
+                let message = format!("invalid UTF-8 at byte {} of the line", error.valid_up_to());
+                failures.push((index, Failure::row(CheckKind::Encoding, message)));
+                builders.iter_mut().for_each(ColumnBuilder::append_null);
+                continue;
+            }
             let object = match serde_json::from_slice::<serde_json::Value>(&self.line) {
                 Ok(serde_json::Value::Object(object)) => object,
                 Ok(other) => {
@@ -535,6 +743,52 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Chooses the rows per Parquet batch so that a batch of average rows stays below
+/// `max_batch_bytes`, and rejects a file with a row group whose decoded columns exceed
+/// `max_row_group_bytes`. Sizes are the uncompressed sizes in the file's metadata, of the
+/// columns the schema reads.
+fn parquet_batch_rows(
+    builder: &ParquetRecordBatchReaderBuilder<File>,
+    schema: &DatasetSchema,
+    options: &ReadOptions,
+) -> Result<usize, IngestError> {
+    let names: std::collections::HashSet<&str> = schema
+        .columns
+        .iter()
+        .map(|column| column.name.as_str())
+        .collect();
+    let descriptor = builder.parquet_schema();
+    let read_leaves: Vec<usize> = (0..descriptor.num_columns())
+        .filter(|&leaf| {
+            let path = descriptor.column(leaf).path().parts().to_vec();
+            path.first()
+                .is_some_and(|root| names.contains(root.as_str()))
+        })
+        .collect();
+    // NOTE: sizes are averages over a row group, so one huge value is still decoded whole;
+    // only the row group limit bounds it.
+    let mut max_row_bytes = 1u64;
+    for (index, group) in builder.metadata().row_groups().iter().enumerate() {
+        let bytes: u64 = read_leaves
+            .iter()
+            .map(|&leaf| u64::try_from(group.column(leaf).uncompressed_size()).unwrap_or(0))
+            .sum();
+        if bytes > options.max_row_group_bytes {
+            return Err(IngestError::InvalidInput(format!(
+                "row group {index} of the Parquet file has {bytes} bytes of decoded column \
+                 data, more than the limit of {} bytes (ingest.max_row_group_bytes); rewrite \
+                 the file with smaller row groups",
+                options.max_row_group_bytes
+            )));
+        }
+        let rows = u64::try_from(group.num_rows()).unwrap_or(0).max(1);
+        max_row_bytes = max_row_bytes.max(bytes.div_ceil(rows));
+    }
+    let by_bytes =
+        usize::try_from(options.max_batch_bytes as u64 / max_row_bytes).unwrap_or(usize::MAX);
+    Ok(by_bytes.clamp(1, options.batch_rows))
+}
+
 struct ParquetSource {
     reader: ParquetRecordBatchReader,
     schema: DatasetSchema,
@@ -554,6 +808,16 @@ impl ParquetSource {
         if let Ok(metadata) = file.metadata() {
             counter.fetch_add(metadata.len(), Ordering::Relaxed);
         }
+        let mut magic = [0u8; 2];
+        let gzip = (&file).read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+        if gzip {
+            return Err(IngestError::InvalidInput(
+                "the input is a gzip-compressed file, but gzip-compressed Parquet is not \
+                 supported: decompress it first (gunzip), because Parquet compresses its pages \
+                 itself"
+                    .into(),
+            ));
+        }
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|error| {
             IngestError::InvalidInput(format!("the input is not a readable Parquet file: {error}"))
         })?;
@@ -571,10 +835,11 @@ impl ParquetSource {
                 "the Parquet file lacks the declared columns {missing:?}"
             )));
         }
+        let batch_rows = parquet_batch_rows(&builder, schema, options)?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         let reader = builder
             .with_projection(mask)
-            .with_batch_size(options.batch_rows)
+            .with_batch_size(batch_rows)
             .build()
             .map_err(read_error)?;
         Ok(Self {
@@ -677,5 +942,37 @@ impl BatchSource for ParquetSource {
         let parsed = self.convert(&batch)?;
         self.next_row += batch.num_rows() as u64;
         Ok(Some(parsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parquet_batches_are_capped_by_bytes() {
+        let schema = DatasetSchema::from_yaml("columns: [{name: name, type: string}]").unwrap();
+        let values: Vec<String> = (0..100).map(|index| format!("{index:0>1000}")).collect();
+        let batch = RecordBatch::try_new(
+            schema.arrow_schema(),
+            vec![Arc::new(arrow::array::StringArray::from(values))],
+        )
+        .unwrap();
+        let file = tempfile::tempfile().unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file.try_clone().unwrap(), batch.schema(), None)
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let mut options = ReadOptions::new(InputFormat::Parquet);
+        options.max_batch_bytes = 10_000;
+        let rows = parquet_batch_rows(&builder, &schema, &options).unwrap();
+        assert!((1..=10).contains(&rows), "{rows} rows of about 1000 bytes");
+
+        options.max_batch_bytes = DEFAULT_MAX_BATCH_BYTES;
+        let rows = parquet_batch_rows(&builder, &schema, &options).unwrap();
+        assert_eq!(rows, DEFAULT_BATCH_ROWS);
     }
 }

@@ -75,8 +75,11 @@ pub struct ColumnSpec {
     /// Whether the column may be null. Defaults to `true`.
     #[serde(default = "default_true")]
     pub nullable: bool,
-    #[serde(default)]
-    pub classification: Classification,
+    /// Sensitivity label; read it with [`ColumnSpec::label`]. `None` only in a schema as
+    /// written: a new dataset stores `internal` for it, and a schema update stores the
+    /// column's previous label, so omitting the label never lowers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
     /// Free-text description for catalogue readers.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -289,7 +292,52 @@ impl DatasetSchema {
     }
 }
 
+/// A column whose classification a schema update lowers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelChange {
+    pub column: String,
+    pub from: Classification,
+    pub to: Classification,
+}
+
+impl DatasetSchema {
+    /// Fills in the labels the schema omits: the label of the same column in `previous`,
+    /// or `internal` for a new column or without a previous schema.
+    pub fn resolve_labels(&mut self, previous: Option<&DatasetSchema>) {
+        for column in &mut self.columns {
+            if column.classification.is_none() {
+                let inherited = previous
+                    .and_then(|schema| schema.column(&column.name))
+                    .map(ColumnSpec::label);
+                column.classification = Some(inherited.unwrap_or_default());
+            }
+        }
+    }
+
+    /// Lists the columns whose label `next` sets lower than `self` does. Omitted labels in
+    /// `next` are not lowerings; resolve them first with [`DatasetSchema::resolve_labels`].
+    pub fn lowered_labels(&self, next: &DatasetSchema) -> Vec<LabelChange> {
+        self.columns
+            .iter()
+            .filter_map(|old| {
+                let new = next.column(&old.name)?;
+                let to = new.classification?;
+                (to < old.label()).then(|| LabelChange {
+                    column: old.name.clone(),
+                    from: old.label(),
+                    to,
+                })
+            })
+            .collect()
+    }
+}
+
 impl ColumnSpec {
+    /// Returns the column's sensitivity label, `internal` when the schema omits it.
+    pub fn label(&self) -> Classification {
+        self.classification.unwrap_or_default()
+    }
+
     fn validate(&self) -> Result<(), IngestError> {
         let invalid = |message: String| Err(IngestError::InvalidSchema(message));
         let name = &self.name;
@@ -389,12 +437,17 @@ impl ColumnSpec {
             .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"))
     }
 
-    /// Converts a `min`/`max` bound to the column's comparable number: the integer or float
-    /// value, days since the epoch for dates, microseconds since the epoch for timestamps.
+    /// Converts a `min`/`max` bound to the column's comparable value: the exact integer for
+    /// integer columns (a bound with a fraction is invalid there), the float for float
+    /// columns, days since the epoch for dates, microseconds since the epoch for timestamps.
     /// Strings compare as text and are returned as `Bound::Text`.
     pub fn bound(&self, value: &serde_json::Value) -> Result<Bound, String> {
         let parsed = match (self.column_type, value) {
-            (ColumnType::Integer | ColumnType::Float, serde_json::Value::Number(number)) => {
+            (ColumnType::Integer, serde_json::Value::Number(number)) => number
+                .as_i64()
+                .or_else(|| whole_number(number))
+                .map(Bound::Integer),
+            (ColumnType::Float, serde_json::Value::Number(number)) => {
                 number.as_f64().map(Bound::Number)
             }
             (ColumnType::String, serde_json::Value::String(text)) => {
@@ -402,13 +455,11 @@ impl ColumnSpec {
             }
             (ColumnType::Date, serde_json::Value::String(text)) => crate::convert::parse_date(text)
                 .ok()
-                .map(|days| Bound::Number(f64::from(days))),
-            (ColumnType::Timestamp, serde_json::Value::String(text)) =>
-            {
-                #[allow(clippy::cast_precision_loss)]
+                .map(|days| Bound::Integer(i64::from(days))),
+            (ColumnType::Timestamp, serde_json::Value::String(text)) => {
                 crate::convert::parse_timestamp(text, self.offset())
                     .ok()
-                    .map(|micros| Bound::Number(micros as f64))
+                    .map(Bound::Integer)
             }
             _ => None,
         };
@@ -421,9 +472,20 @@ impl ColumnSpec {
     }
 }
 
-/// A range bound in comparable form.
+/// Returns a float JSON number without a fraction, such as `1e6` in YAML, as an `i64`.
+#[allow(clippy::cast_possible_truncation)]
+fn whole_number(number: &serde_json::Number) -> Option<i64> {
+    // 2^63 as f64; every whole float below it in magnitude converts exactly.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    let float = number.as_f64()?;
+    (float.fract() == 0.0 && float.abs() < LIMIT).then_some(float as i64)
+}
+
+/// A range bound in comparable form. Values compare only with a bound of the same variant:
+/// integers, dates and timestamps as exact `i64`, floats as `f64`, strings as text.
 #[derive(Clone, Debug, PartialEq, PartialOrd)]
 pub enum Bound {
+    Integer(i64),
     Number(f64),
     Text(String),
 }
@@ -486,8 +548,8 @@ acceptance:
     fn schema_parses_from_yaml() {
         let schema = DatasetSchema::from_yaml(FLIGHTS_LIKE).unwrap();
         assert_eq!(schema.columns.len(), 4);
-        assert_eq!(schema.columns[1].classification, Classification::Public);
-        assert_eq!(schema.columns[0].classification, Classification::Internal);
+        assert_eq!(schema.columns[1].label(), Classification::Public);
+        assert_eq!(schema.columns[0].label(), Classification::Internal);
         assert!(!schema.columns[0].nullable);
         assert!(schema.columns[2].nullable);
         assert_eq!(schema.acceptance.max_failure_share, 0.05);
@@ -572,6 +634,18 @@ acceptance:
     }
 
     #[test]
+    fn integer_bounds_are_exact() {
+        let spec = column("n", ColumnType::Integer);
+        let bound = |value: serde_json::Value| spec.bound(&value);
+        assert_eq!(
+            bound(serde_json::json!(9_007_199_254_740_993_i64)),
+            Ok(Bound::Integer(9_007_199_254_740_993))
+        );
+        assert_eq!(bound(serde_json::json!(1e6)), Ok(Bound::Integer(1_000_000)));
+        assert!(bound(serde_json::json!(0.5)).is_err());
+    }
+
+    #[test]
     fn compatibility_rules() {
         let old = DatasetSchema::from_yaml(FLIGHTS_LIKE).unwrap();
         assert!(old.incompatibilities(&old).is_empty());
@@ -608,7 +682,7 @@ acceptance:
             name: name.into(),
             column_type,
             nullable: true,
-            classification: Classification::Internal,
+            classification: None,
             description: String::new(),
             timezone: None,
             min: None,

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use ghaf_blob::{BlobStore, Sha256Digest};
@@ -12,9 +12,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::IngestError;
 use crate::lineage::{IngestRun, RunState};
-use crate::pipeline::{IngestReport, run_pass};
+use crate::pipeline::{IngestReport, PassOutput, PassSettings, run_pass};
 use crate::read::ReadOptions;
-use crate::schema::DatasetSchema;
+use crate::schema::{Classification, DatasetSchema, LabelChange};
+
+/// Returns a classification as schema files write it.
+fn label_name(label: Classification) -> String {
+    serde_json::to_value(label)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{label:?}"))
+}
 use crate::store::{
     Dataset, DatasetStore, DatasetVersion, LineageFilter, SchemaVersion, StoredLineageEvent,
 };
@@ -55,6 +63,67 @@ pub struct IngestService {
     staging_dir: PathBuf,
     lineage_endpoint: Option<String>,
     http: Option<reqwest::Client>,
+    /// Set at server shutdown: running ingests stop between two batches and store nothing.
+    shutdown: Arc<AtomicBool>,
+    /// Size limits of pushes, such as the largest message.
+    limits: ReadLimits,
+    /// Allowed object-store inputs and how to reach them.
+    pub(crate) object_inputs: crate::ObjectInputConfig,
+}
+
+/// Size limits that bound the memory of one ingest or push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Largest CSV field or NDJSON line (`ingest.max_field_bytes`).
+    pub max_field_bytes: usize,
+    /// Largest CSV record (`ingest.max_row_bytes`).
+    pub max_row_bytes: usize,
+    /// Largest decoded Parquet batch (`ingest.max_batch_bytes`).
+    pub max_batch_bytes: usize,
+    /// Largest decoded Parquet row group (`ingest.max_row_group_bytes`).
+    pub max_row_group_bytes: u64,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_field_bytes: crate::read::DEFAULT_MAX_FIELD_BYTES,
+            max_row_bytes: crate::read::DEFAULT_MAX_ROW_BYTES,
+            max_batch_bytes: crate::read::DEFAULT_MAX_BATCH_BYTES,
+            max_row_group_bytes: crate::read::DEFAULT_MAX_ROW_GROUP_BYTES,
+        }
+    }
+}
+
+impl ReadLimits {
+    /// Copies the limits into read options.
+    pub fn apply(&self, options: &mut ReadOptions) {
+        options.max_field_bytes = self.max_field_bytes;
+        options.max_row_bytes = self.max_row_bytes;
+        options.max_batch_bytes = self.max_batch_bytes;
+        options.max_row_group_bytes = self.max_row_group_bytes;
+    }
+}
+
+/// Marks an ingest as cancelled when its future is dropped before it finished (the client
+/// disconnected or the request timed out), so the blocking pass stops and an ABORT run
+/// event is recorded.
+struct DropGuard {
+    cancel: Arc<AtomicBool>,
+    finished: bool,
+    abort: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.cancel.store(true, Ordering::Relaxed);
+        if let Some(abort) = self.abort.take() {
+            abort();
+        }
+    }
 }
 
 impl IngestService {
@@ -68,7 +137,27 @@ impl IngestService {
             staging_dir,
             lineage_endpoint: None,
             http: None,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            limits: ReadLimits::default(),
+            object_inputs: crate::ObjectInputConfig::default(),
         }
+    }
+
+    /// Sets the size limits of pushes. Uploads take theirs from their [`ReadOptions`]; a
+    /// caller applies these to them with [`ReadLimits::apply`].
+    pub fn with_limits(mut self, limits: ReadLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> ReadLimits {
+        self.limits
+    }
+
+    /// Stops every running ingest and push of this service (and its clones) between two
+    /// batches. They store no version and record an ABORT run event. Call it at shutdown.
+    pub fn cancel_running(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
     }
 
     /// Also posts every lineage event to an OpenLineage HTTP endpoint, such as
@@ -133,20 +222,48 @@ impl IngestService {
         created_by: &str,
     ) -> Result<Dataset, IngestError> {
         schema.validate()?;
+        let mut schema = schema.clone();
+        schema.resolve_labels(None);
         self.store
-            .create_dataset(tenant, project, name, description, schema, created_by)
+            .create_dataset(tenant, project, name, description, &schema, created_by)
             .await
     }
 
     /// Makes `schema` the dataset's current schema after checking that it can read the data
-    /// of the current one.
+    /// of the current one. A column without a label keeps its current one; lowering a label
+    /// is rejected (see [`IngestService::update_schema_lowering`]).
     pub async fn update_schema(
         &self,
         dataset: &Dataset,
         schema: &DatasetSchema,
         created_by: &str,
     ) -> Result<SchemaVersion, IngestError> {
+        let (version, _) = self
+            .update_schema_lowering(dataset, schema, created_by, &[])
+            .await?;
+        Ok(version)
+    }
+
+    /// Updates the schema like [`IngestService::update_schema`], and also allows the labels
+    /// of the columns named in `lower_labels` to go down. Returns the lowered labels, for
+    /// the caller's audit record. A label lowered on a column not named there fails the
+    /// update with a message that names the column.
+    pub async fn update_schema_lowering(
+        &self,
+        dataset: &Dataset,
+        schema: &DatasetSchema,
+        created_by: &str,
+        lower_labels: &[String],
+    ) -> Result<(SchemaVersion, Vec<LabelChange>), IngestError> {
         schema.validate()?;
+        if let Some(unknown) = lower_labels
+            .iter()
+            .find(|name| schema.column(name).is_none())
+        {
+            return Err(IngestError::InvalidSchema(format!(
+                "lower_classification names {unknown:?}, which is not a column of the new schema"
+            )));
+        }
         let problems = dataset.schema.incompatibilities(schema);
         if !problems.is_empty() {
             return Err(IngestError::IncompatibleSchema {
@@ -154,9 +271,43 @@ impl IngestService {
                 problems,
             });
         }
-        self.store
-            .add_schema_version(dataset, schema, created_by)
-            .await
+        let lowered = dataset.schema.lowered_labels(schema);
+        let rejected: Vec<String> = lowered
+            .iter()
+            .filter(|change| !lower_labels.contains(&change.column))
+            .map(|change| {
+                format!(
+                    "column {:?} would lower its classification from {} to {}",
+                    change.column,
+                    label_name(change.from),
+                    label_name(change.to)
+                )
+            })
+            .collect();
+        if !rejected.is_empty() {
+            return Err(IngestError::InvalidSchema(format!(
+                "{}; to confirm, name each column in `lower_classification` (CLI: \
+                 --lower-classification COLUMN), and the change is recorded in the audit log",
+                rejected.join("; ")
+            )));
+        }
+        let mut resolved = schema.clone();
+        resolved.resolve_labels(Some(&dataset.schema));
+        let version = self
+            .store
+            .add_schema_version(dataset, &resolved, created_by)
+            .await?;
+        if !lowered.is_empty() {
+            tracing::info!(
+                tenant = %dataset.tenant,
+                dataset = %dataset.name,
+                schema_version = version.version,
+                actor = created_by,
+                lowered = ?lowered,
+                "lowered column classifications"
+            );
+        }
+        Ok((version, lowered))
     }
 
     /// Ingests one input into a new version of `dataset`, or returns the existing version
@@ -186,7 +337,16 @@ impl IngestService {
         self.emit(dataset, &run, RunState::Start, None, None)
             .await?;
 
-        let result = self.ingest_run(dataset, &input, actor).await;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut guard = DropGuard {
+            cancel: cancel.clone(),
+            finished: false,
+            abort: Some(self.abort_event(dataset, project_name, input.source, &run_id)),
+        };
+        // NOTE: a future dropped while the version insert commits can leave the version
+        // stored and still record ABORT; the pass and the blob uploads stop cleanly.
+        let result = self.ingest_run(dataset, &input, actor, cancel).await;
+        guard.finished = true;
         match &result {
             Ok((version, _, _)) => {
                 self.emit(
@@ -207,7 +367,12 @@ impl IngestService {
                     "ingest failed"
                 );
                 let message = error.to_string();
-                self.emit(dataset, &run, RunState::Fail, None, Some(&message))
+                let state = if matches!(error, IngestError::Cancelled) {
+                    RunState::Abort
+                } else {
+                    RunState::Fail
+                };
+                self.emit(dataset, &run, state, None, Some(&message))
                     .await?;
             }
         }
@@ -220,24 +385,93 @@ impl IngestService {
         })
     }
 
+    /// Returns a callback that records the ABORT event of a run whose future was dropped.
+    /// It spawns the write, because a dropped future cannot wait for it.
+    pub(crate) fn abort_event(
+        &self,
+        dataset: &Dataset,
+        project_name: &str,
+        source: &str,
+        run_id: &str,
+    ) -> Box<dyn FnOnce() + Send> {
+        let service = self.clone();
+        let dataset = dataset.clone();
+        let project_name = project_name.to_owned();
+        let source = source.to_owned();
+        let run_id = run_id.to_owned();
+        Box::new(move || {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            runtime.spawn(async move {
+                let run = IngestRun {
+                    run_id: &run_id,
+                    tenant: &dataset.tenant,
+                    project: &project_name,
+                    dataset: &dataset.name,
+                    schema: &dataset.schema,
+                    source: &source,
+                };
+                let message = "the request ended before the ingest finished (the client \
+                               disconnected or the request timed out); no version was stored";
+                tracing::warn!(tenant = %dataset.tenant, dataset = %dataset.name, run_id = %run_id, "ingest aborted: {message}");
+                if let Err(error) = service
+                    .emit(&dataset, &run, RunState::Abort, None, Some(message))
+                    .await
+                {
+                    tracing::warn!(run_id = %run_id, error = %error, "cannot record the ABORT event of an ingest");
+                }
+            });
+        })
+    }
+
+    /// Runs the streaming pass on a blocking thread. It stops with `Cancelled` when `cancel`
+    /// or the service's shutdown flag is set.
+    pub(crate) async fn pass(
+        &self,
+        schema: &DatasetSchema,
+        path: &Path,
+        options: &ReadOptions,
+        progress: Arc<AtomicU64>,
+        mut settings: PassSettings,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<PassOutput, IngestError> {
+        let schema = schema.clone();
+        let path = path.to_owned();
+        let options = options.clone();
+        let staging_dir = self.staging_dir.clone();
+        settings.cancel = vec![cancel.clone(), self.shutdown.clone()];
+        let result = tokio::task::spawn_blocking(move || {
+            run_pass(&schema, &path, &options, &staging_dir, progress, &settings)
+        })
+        .await;
+        let pass = result.map_err(|error| {
+            IngestError::InvalidInput(format!("the ingest worker stopped: {error}"))
+        })??;
+        if cancel.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed) {
+            return Err(IngestError::Cancelled);
+        }
+        Ok(pass)
+    }
+
     async fn ingest_run(
         &self,
         dataset: &Dataset,
         input: &IngestInput<'_>,
         actor: &str,
+        cancel: Arc<AtomicBool>,
     ) -> Result<(DatasetVersion, bool, IngestReport), IngestError> {
-        let schema = dataset.schema.clone();
-        let path = input.path.to_owned();
-        let options = input.options.clone();
-        let staging_dir = self.staging_dir.clone();
         let progress = input.progress.clone().unwrap_or_default();
-        let pass = tokio::task::spawn_blocking(move || {
-            run_pass(&schema, &path, &options, &staging_dir, progress, false)
-        })
-        .await
-        .map_err(|error| {
-            IngestError::InvalidInput(format!("the ingest worker stopped: {error}"))
-        })??;
+        let pass = self
+            .pass(
+                &dataset.schema,
+                input.path,
+                input.options,
+                progress,
+                PassSettings::default(),
+                cancel.clone(),
+            )
+            .await?;
 
         let tenant = &dataset.tenant;
         let quarantine_digest = match &pass.quarantine {
@@ -260,6 +494,9 @@ impl IngestService {
         }
 
         let content = self.blobs.put_file(tenant, &pass.parquet).await?;
+        if cancel.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed) {
+            return Err(IngestError::Cancelled);
+        }
         let version = DatasetVersion {
             dataset_id: dataset.id.clone(),
             version: 0,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::IngestError;
 use crate::convert::quote;
-use crate::schema::{Bound, ColumnSpec, DatasetSchema};
+use crate::schema::{Bound, ColumnSpec, ColumnType, DatasetSchema};
 
 /// The kind of check a row failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -81,6 +81,7 @@ pub struct CheckCount {
 struct ColumnChecks {
     index: usize,
     name: String,
+    column_type: ColumnType,
     not_null: bool,
     min: Option<Bound>,
     max: Option<Bound>,
@@ -94,7 +95,65 @@ struct UniqueCheck {
     label: String,
     columns: Vec<usize>,
     converter: RowConverter,
-    seen: HashSet<Box<[u8]>>,
+    seen: KeySet,
+}
+
+/// Seed of the unique-key hash. It is fixed so that runs and profiles are reproducible; the
+/// set compares the key bytes, so the seed never changes a result.
+const KEY_HASH_SEED: u64 = 0x6768_6166_6b65_7973;
+
+/// A set of byte keys kept back to back in one arena, with a hash table of key indices, so
+/// that inserting a key costs no allocation of its own.
+struct KeySet {
+    bytes: Vec<u8>,
+    /// End offset of each key in `bytes`; key `i` starts at the end of key `i - 1`.
+    ends: Vec<usize>,
+    /// (hash, key index) of every key.
+    table: hashbrown::HashTable<(u64, usize)>,
+    state: foldhash::fast::FixedState,
+}
+
+impl KeySet {
+    fn new() -> Self {
+        Self {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            table: hashbrown::HashTable::new(),
+            state: foldhash::fast::FixedState::with_seed(KEY_HASH_SEED),
+        }
+    }
+
+    fn key(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.bytes[start..self.ends[index]]
+    }
+
+    /// Inserts `key`; returns false when the set already contains it.
+    fn insert(&mut self, key: &[u8]) -> bool {
+        use std::hash::BuildHasher;
+        let hash = self.state.hash_one(key);
+        let (bytes, ends) = (&self.bytes, &self.ends);
+        let stored = |index: usize| {
+            let start = if index == 0 { 0 } else { ends[index - 1] };
+            &bytes[start..ends[index]]
+        };
+        if self
+            .table
+            .find(hash, |&(entry_hash, index)| {
+                entry_hash == hash && stored(index) == key
+            })
+            .is_some()
+        {
+            return false;
+        }
+        let index = self.ends.len();
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+        self.table
+            .insert_unique(hash, (hash, index), |&(entry_hash, _)| entry_hash);
+        debug_assert_eq!(self.key(index), key);
+        true
+    }
 }
 
 /// Runs the declared checks over batches and counts failures per check.
@@ -198,7 +257,7 @@ impl Validator {
                     continue;
                 }
                 let key = keys.row(row);
-                if !check.seen.insert(key.as_ref().into()) {
+                if !check.seen.insert(key.as_ref()) {
                     row_failures.push(Failure::column(
                         CheckKind::Unique,
                         &check.label,
@@ -252,7 +311,7 @@ fn unique_check(
         label,
         columns: indices.to_vec(),
         converter: RowConverter::new(fields)?,
-        seen: HashSet::new(),
+        seen: KeySet::new(),
     })
 }
 
@@ -285,6 +344,7 @@ fn prepare_column(index: usize, spec: &ColumnSpec) -> Result<ColumnChecks, Inges
     Ok(ColumnChecks {
         index,
         name: spec.name.clone(),
+        column_type: spec.column_type,
         not_null: !spec.nullable,
         min: bound(&spec.min)?,
         max: bound(&spec.max)?,
@@ -366,26 +426,52 @@ fn check_column(checks: &ColumnChecks, array: &dyn Array, failures: &mut [Vec<Fa
     }
 }
 
-#[allow(clippy::cast_precision_loss)]
+/// Shows a range bound as the schema writes it: ISO dates and RFC 3339 timestamps (UTC)
+/// instead of the day and microsecond numbers they compare as.
+fn show_bound(bound: &Option<Bound>, column_type: ColumnType) -> String {
+    match (bound, column_type) {
+        (None, _) => "unbounded".into(),
+        (Some(Bound::Integer(days)), ColumnType::Date) => show_date(*days),
+        (Some(Bound::Integer(micros)), ColumnType::Timestamp) => show_timestamp(*micros),
+        (Some(Bound::Integer(value)), _) => value.to_string(),
+        (Some(Bound::Number(number)), _) => number.to_string(),
+        (Some(Bound::Text(text)), _) => quote(text),
+    }
+}
+
+fn show_date(days: i64) -> String {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    chrono::TimeDelta::try_days(days)
+        .and_then(|delta| epoch.checked_add_signed(delta))
+        .map_or_else(
+            || format!("{days} days after 1970-01-01"),
+            |date| date.to_string(),
+        )
+}
+
+fn show_timestamp(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros).map_or_else(
+        || format!("{micros} µs after 1970-01-01T00:00:00Z"),
+        |instant| instant.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    )
+}
+
 fn check_range(checks: &ColumnChecks, array: &dyn Array, failures: &mut [Vec<Failure>]) {
     let name = checks.name.as_str();
     let outside = |value: &Bound| {
         checks.min.as_ref().is_some_and(|min| value < min)
             || checks.max.as_ref().is_some_and(|max| value > max)
     };
-    let describe = || {
-        let show = |bound: &Option<Bound>| match bound {
-            Some(Bound::Number(number)) => number.to_string(),
-            Some(Bound::Text(text)) => quote(text),
-            None => "unbounded".into(),
-        };
-        format!("[{}, {}]", show(&checks.min), show(&checks.max))
-    };
+    let range = format!(
+        "[{}, {}]",
+        show_bound(&checks.min, checks.column_type),
+        show_bound(&checks.max, checks.column_type)
+    );
     let mut report = |row: usize, shown: String| {
         failures[row].push(Failure::column(
             CheckKind::Range,
             name,
-            format!("{shown} is outside the range {}", describe()),
+            format!("{shown} is outside the range {range}"),
         ));
     };
     match array.data_type() {
@@ -393,7 +479,7 @@ fn check_range(checks: &ColumnChecks, array: &dyn Array, failures: &mut [Vec<Fai
             let values: &Int64Array = array.as_primitive();
             for (row, value) in values.iter().enumerate() {
                 if let Some(value) = value
-                    && outside(&Bound::Number(value as f64))
+                    && outside(&Bound::Integer(value))
                 {
                     report(row, value.to_string());
                 }
@@ -413,12 +499,9 @@ fn check_range(checks: &ColumnChecks, array: &dyn Array, failures: &mut [Vec<Fai
             let values: &Date32Array = array.as_primitive();
             for (row, value) in values.iter().enumerate() {
                 if let Some(value) = value
-                    && outside(&Bound::Number(f64::from(value)))
+                    && outside(&Bound::Integer(i64::from(value)))
                 {
-                    let shown = values
-                        .value_as_date(row)
-                        .map_or_else(|| value.to_string(), |date| date.to_string());
-                    report(row, shown);
+                    report(row, show_date(i64::from(value)));
                 }
             }
         }
@@ -426,11 +509,9 @@ fn check_range(checks: &ColumnChecks, array: &dyn Array, failures: &mut [Vec<Fai
             let values: &TimestampMicrosecondArray = array.as_primitive();
             for (row, value) in values.iter().enumerate() {
                 if let Some(value) = value
-                    && outside(&Bound::Number(value as f64))
+                    && outside(&Bound::Integer(value))
                 {
-                    let shown = chrono::DateTime::from_timestamp_micros(value)
-                        .map_or_else(|| value.to_string(), |instant| instant.to_rfc3339());
-                    report(row, shown);
+                    report(row, show_timestamp(value));
                 }
             }
         }

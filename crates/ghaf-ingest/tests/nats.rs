@@ -242,3 +242,59 @@ async fn consumer_restart_loses_and_duplicates_nothing() {
         "every invalid message is dead-lettered at least once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_is_dead_lettered_and_acked() {
+    let h = common::harness().await;
+    h.create("events", SCHEMA).await;
+    let server = start_server(h.dir.path()).await;
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let context = jetstream::new(client);
+    context
+        .create_stream(jetstream::stream::Config {
+            name: "EVENTS".into(),
+            subjects: vec!["events.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let oversized = format!(
+        "{{\"id\": 2, \"score\": 1, \"pad\": \"{}\"}}",
+        "x".repeat(4096)
+    );
+    for payload in [r#"{"id": 1, "score": 1}"#.to_owned(), oversized] {
+        context
+            .publish("events.in", payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let service = h.service.clone().with_limits(ghaf_ingest::ReadLimits {
+        max_field_bytes: 1024,
+        ..ghaf_ingest::ReadLimits::default()
+    });
+    let target = ConsumerTarget {
+        tenant: h.tenant.clone(),
+        project: h.project.clone(),
+        project_name: "p".into(),
+        dataset: "events".into(),
+    };
+    let mut settings = config(&server.url);
+    settings.ack_wait = Duration::from_secs(1);
+    let nats = NatsConsumer::new(service, target, settings);
+    let consumer = nats.connect().await.unwrap();
+
+    let outcome = nats.poll_batch(&consumer).await.unwrap().unwrap();
+
+    assert_eq!(outcome.received, 2);
+    assert_eq!(outcome.accepted, 1);
+    assert_eq!(outcome.dead_lettered, 1);
+    // Past the ack wait, nothing is redelivered: both messages were acknowledged.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(nats.poll_batch(&consumer).await.unwrap().is_none());
+    let mut info_consumer = consumer.clone();
+    let info = info_consumer.info().await.unwrap();
+    assert_eq!(info.num_ack_pending, 0, "{info:?}");
+    assert_eq!(info.num_redelivered, 0, "{info:?}");
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use common::harness;
-use ghaf_ingest::{IngestService, PushFormat};
+use ghaf_ingest::{DEAD_LETTER_MESSAGE_BYTES, IngestService, PushFormat, PushResult, ReadLimits};
 
 const EVENTS: &str = r#"
 columns:
@@ -97,7 +97,7 @@ async fn dead_letters_keep_message_and_reasons() {
     let letters = h.dataset("events.dead-letter").await;
     let message = letters.schema.column("message").unwrap();
     assert_eq!(
-        message.classification,
+        message.label(),
         ghaf_ingest::Classification::Pii,
         "dead letters inherit the strictest label"
     );
@@ -125,4 +125,216 @@ async fn dead_letters_keep_message_and_reasons() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("not a JSON array"), "{error}");
+}
+
+const UNKEYED: &str = r#"
+columns:
+  - {name: sensor, type: string, nullable: false}
+  - {name: value, type: float}
+"#;
+
+#[tokio::test]
+async fn equal_segments_are_appended() {
+    let h = harness().await;
+    h.create("readings", UNKEYED).await;
+    let dataset = h.dataset("readings").await;
+    let batch = b"{\"sensor\": \"a\", \"value\": 1.5}\n";
+
+    let first = h
+        .service
+        .push(&dataset, "p", batch, PushFormat::Ndjson, "tester")
+        .await
+        .unwrap();
+    let second = h
+        .service
+        .push(&dataset, "p", batch, PushFormat::Ndjson, "tester")
+        .await
+        .unwrap();
+
+    assert_eq!(first.result, PushResult::Appended);
+    assert_eq!(second.result, PushResult::Appended);
+    assert_eq!(first.segment.as_ref().unwrap().version, 1);
+    assert_eq!(second.segment.as_ref().unwrap().version, 2);
+    let versions = h
+        .service
+        .store()
+        .list_versions(&h.tenant, &dataset.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        versions.len(),
+        2,
+        "two readings with equal values, both stored"
+    );
+    assert_ne!(versions[0].content_digest, versions[1].content_digest);
+}
+
+#[tokio::test]
+async fn all_duplicates_are_reported() {
+    let h = harness().await;
+    h.create("events", EVENTS).await;
+    let batch = "{\"id\": 1, \"score\": 0.5}\n";
+    push(&h.service, &h, batch, PushFormat::Ndjson).await;
+
+    let again = push(&h.service, &h, batch, PushFormat::Ndjson).await;
+
+    assert_eq!(again.result, PushResult::AllDuplicates);
+    assert!(again.segment.is_none());
+    assert_eq!(again.duplicates_dropped, 1);
+}
+
+#[tokio::test]
+async fn keys_dedup_by_normalised_value() {
+    let h = harness().await;
+    h.create(
+        "ticks",
+        r#"
+columns:
+  - {name: at, type: timestamp, nullable: false}
+  - {name: price, type: float, nullable: false}
+unique_key: [at, price]
+"#,
+    )
+    .await;
+    let dataset = h.dataset("ticks").await;
+    let first = b"{\"at\": \"2024-01-01T10:00:00Z\", \"price\": 1}\n";
+    // The same instant with an offset and the same price written as a float.
+    let same = b"{\"price\": 1.0, \"at\": \"2024-01-01T14:00:00+04:00\"}\n";
+
+    h.service
+        .push(&dataset, "p", first, PushFormat::Ndjson, "tester")
+        .await
+        .unwrap();
+    let again = h
+        .service
+        .push(&dataset, "p", same, PushFormat::Ndjson, "tester")
+        .await
+        .unwrap();
+
+    assert_eq!(again.result, PushResult::AllDuplicates);
+    assert_eq!(again.duplicates_dropped, 1);
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_dead_lettered_with_offset() {
+    let h = harness().await;
+    h.create("events", EVENTS).await;
+    let dataset = h.dataset("events").await;
+    let body = b"{\"id\": 1, \"email\": \"a\xffb\"}\n{\"id\": 2}\n";
+
+    let outcome = h
+        .service
+        .push(&dataset, "p", body, PushFormat::Ndjson, "tester")
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.accepted, 1);
+    assert_eq!(outcome.dead_lettered, 1);
+    let letters = h.dataset("events.dead-letter").await;
+    let version = h
+        .service
+        .store()
+        .get_version(&h.tenant, &letters.id, 1)
+        .await
+        .unwrap();
+    let reasons = version.profile.columns[1].min.clone().unwrap();
+    assert!(
+        reasons
+            .as_str()
+            .unwrap()
+            .contains("invalid UTF-8 at byte 21"),
+        "{reasons}"
+    );
+
+    let error = h
+        .service
+        .push(
+            &dataset,
+            "p",
+            b"[{\"id\": 3, \"email\": \"\xff\"}]",
+            PushFormat::JsonArray,
+            "tester",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("invalid byte at offset 21"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_message_is_dead_lettered() {
+    let h = harness().await;
+    h.create("events", EVENTS).await;
+    let service = h.service.clone().with_limits(ReadLimits {
+        max_field_bytes: 1024,
+        ..ReadLimits::default()
+    });
+    let dataset = h.dataset("events").await;
+    let huge = format!(
+        "{{\"id\": 2, \"email\": \"{}\"}}",
+        "x".repeat(DEAD_LETTER_MESSAGE_BYTES * 2)
+    );
+    let body = format!("{{\"id\": 1}}\n{huge}\n");
+
+    let outcome = service
+        .push(&dataset, "p", body.as_bytes(), PushFormat::Ndjson, "tester")
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.result, PushResult::Appended);
+    assert_eq!(outcome.accepted, 1);
+    assert_eq!(outcome.dead_lettered, 1);
+    assert_eq!(outcome.dead_letter_version, Some(1));
+    let letters = h.dataset("events.dead-letter").await;
+    let version = h
+        .service
+        .store()
+        .get_version(&h.tenant, &letters.id, 1)
+        .await
+        .unwrap();
+    let parquet = h
+        .service
+        .blobs()
+        .get(
+            &h.tenant,
+            &ghaf_ingest::IngestService::digest(&version.content_digest).unwrap(),
+        )
+        .await
+        .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(parquet)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batch = reader.into_iter().next().unwrap().unwrap();
+    let messages = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    let reasons = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    assert_eq!(messages.value(0).len(), DEAD_LETTER_MESSAGE_BYTES);
+    assert!(
+        reasons
+            .value(0)
+            .contains("line is longer than the limit of 1024 bytes")
+    );
+    assert!(
+        reasons
+            .value(0)
+            .contains(&format!("the message has {} bytes", huge.len()))
+    );
+
+    // Pushing the same batch again stores nothing new and succeeds.
+    let again = service
+        .push(&dataset, "p", body.as_bytes(), PushFormat::Ndjson, "tester")
+        .await
+        .unwrap();
+    assert_eq!(again.duplicates_dropped, 1);
+    assert_eq!(again.dead_letter_version, Some(1));
 }

@@ -18,7 +18,8 @@ pub struct Migration {
 }
 
 /// Every migration, in the order it is applied. Versions are unique; domains use their own
-/// ranges (1–99 foundation, 100–199 tracking, 200–299 ingestion). Never edit a released entry.
+/// ranges (1–99 foundation, 100–199 tracking, 200–299 ingestion, 300–399 feature store,
+/// 400–499 jobs). Never edit a released entry.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -49,6 +50,18 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ingest",
         sqlite: include_str!("../migrations/0200_ingest.sql"),
         postgres: include_str!("../migrations/0200_ingest.sql"),
+    },
+    Migration {
+        version: 300,
+        name: "features",
+        sqlite: include_str!("../migrations/0300_features.sql"),
+        postgres: include_str!("../migrations/0300_features.sql"),
+    },
+    Migration {
+        version: 400,
+        name: "jobs",
+        sqlite: include_str!("../migrations/0400_jobs.sql"),
+        postgres: include_str!("../migrations/0400_jobs.sql"),
     },
 ];
 

@@ -23,6 +23,17 @@ pub struct SqlMetaStore {
     /// Serialises audit appends within this process, so they never race each other; appends
     /// from other processes are resolved by the optimistic head update.
     audit_lock: Mutex<()>,
+    /// Per chain, the sealed head this process last verified or wrote. An append that
+    /// finds the stored head unchanged extends the chain without reading it again.
+    known_heads: std::sync::Mutex<std::collections::HashMap<String, KnownHead>>,
+}
+
+/// A chain head whose seal verified under this store's key, or that this store wrote.
+#[derive(Clone, Debug, PartialEq)]
+struct KnownHead {
+    seq: i64,
+    hash: String,
+    mac: String,
 }
 
 impl SqlMetaStore {
@@ -31,6 +42,26 @@ impl SqlMetaStore {
             db,
             audit_key,
             audit_lock: Mutex::new(()),
+            known_heads: std::sync::Mutex::default(),
+        }
+    }
+
+    fn known_heads(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, KnownHead>> {
+        self.known_heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers a verified or written head, unless a newer one is already known.
+    fn remember_head(&self, tenant: &str, head: KnownHead) {
+        let mut heads = self.known_heads();
+        match heads.get(tenant) {
+            Some(known) if known.seq > head.seq => {}
+            _ => {
+                heads.insert(tenant.to_owned(), head);
+            }
         }
     }
 
@@ -52,28 +83,61 @@ impl SqlMetaStore {
     /// must verify under this store's key, and the newest stored entry must be the one the
     /// head names. A chain that fails either check is never extended, so the evidence of
     /// tampering stays in place for `verify`. Returns `(0, GENESIS_HASH)` for an empty chain.
+    ///
+    /// On PostgreSQL the head row is locked (`FOR UPDATE`), which needs a query of its own;
+    /// on SQLite the write transaction already holds the database lock, so one statement
+    /// reads both.
     async fn checked_head(
         &self,
         tx: &mut Transaction<'static, Any>,
         tenant: &str,
     ) -> Result<(i64, [u8; 32]), MetaError> {
-        let head_query = match self.db.dialect() {
-            Dialect::Sqlite => "SELECT seq, hash, mac FROM audit_heads WHERE tenant_id = ?",
+        let state = match self.db.dialect() {
+            Dialect::Sqlite => {
+                let row = sqlx::query(self.db.sql(CHAIN_STATE_QUERY))
+                    .bind(tenant)
+                    .bind(tenant)
+                    .bind(tenant)
+                    .bind(tenant)
+                    .bind(tenant)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                chain_state_from_row(&row)?
+            }
             Dialect::Postgres => {
-                "SELECT seq, hash, mac FROM audit_heads WHERE tenant_id = ? FOR UPDATE"
+                let head =
+                    sqlx::query(self.db.sql(
+                        "SELECT seq, hash, mac FROM audit_heads WHERE tenant_id = ? FOR UPDATE",
+                    ))
+                    .bind(tenant)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let newest = sqlx::query(self.db.sql(
+                    "SELECT seq, hash FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+                ))
+                .bind(tenant)
+                .fetch_optional(&mut **tx)
+                .await?;
+                ChainState {
+                    head: head
+                        .map(|row| {
+                            Ok::<_, MetaError>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+                        })
+                        .transpose()?,
+                    newest: newest.map(|row| {
+                        (
+                            row.try_get(0).unwrap_or(i64::MIN),
+                            row.try_get(1).unwrap_or_default(),
+                        )
+                    }),
+                }
             }
         };
-        let head = sqlx::query(self.db.sql(head_query))
-            .bind(tenant)
-            .fetch_optional(&mut **tx)
-            .await?;
-        let newest =
-            sqlx::query(self.db.sql(
-                "SELECT seq, hash FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
-            ))
-            .bind(tenant)
-            .fetch_optional(&mut **tx)
-            .await?;
+        self.check_state(tenant, state)
+    }
+
+    /// Checks a chain's head and newest entry as [`Self::checked_head`] describes.
+    fn check_state(&self, tenant: &str, state: ChainState) -> Result<(i64, [u8; 32]), MetaError> {
         let broken = |message: String| MetaError::Corrupt {
             what: "audit chain",
             message: format!(
@@ -81,28 +145,21 @@ impl SqlMetaStore {
             ),
         };
 
-        let Some(head) = head else {
-            return match newest {
+        let Some((seq, hash, mac)) = state.head else {
+            return match state.newest {
                 None => Ok((0, audit::GENESIS_HASH)),
                 Some(_) => Err(broken("the chain has entries but no sealed head".into())),
             };
         };
-        let seq: i64 = head.try_get(0)?;
-        let hash: String = head.try_get(1)?;
-        let mac: String = head.try_get(2)?;
         if audit::head_mac(&self.audit_key, tenant, seq, &hash) != mac {
             return Err(broken(format!(
                 "the seal of the chain head at entry {seq} does not verify under this server's audit key"
             )));
         }
-        let newest_matches = match &newest {
-            Some(row) => {
-                let newest_seq: i64 = row.try_get(0).unwrap_or(i64::MIN);
-                let newest_hash: String = row.try_get(1).unwrap_or_default();
-                newest_seq == seq && newest_hash == hash
-            }
-            None => false,
-        };
+        let newest_matches = state
+            .newest
+            .as_ref()
+            .is_some_and(|(newest_seq, newest_hash)| *newest_seq == seq && *newest_hash == hash);
         if !newest_matches {
             return Err(broken(format!(
                 "the newest stored entry is not the sealed head (entry {seq})"
@@ -113,11 +170,109 @@ impl SqlMetaStore {
         Ok((seq, bytes))
     }
 
+    /// Checks the chain without appending. One statement reads the head and the newest entry
+    /// from one snapshot, so no transaction is needed.
     async fn check_chain(&self, tenant: &str) -> Result<(), MetaError> {
-        let mut tx = self.db.pool().begin().await?;
-        let result = self.checked_head(&mut tx, tenant).await.map(|_| ());
-        tx.rollback().await?;
-        result
+        let row = sqlx::query(self.db.sql(CHAIN_STATE_QUERY))
+            .bind(tenant)
+            .bind(tenant)
+            .bind(tenant)
+            .bind(tenant)
+            .bind(tenant)
+            .fetch_one(self.db.pool())
+            .await?;
+        let state = chain_state_from_row(&row)?;
+        let head = state.head.clone();
+        match self.check_state(tenant, state) {
+            Ok(_) => {
+                if let Some((seq, hash, mac)) = head {
+                    self.remember_head(tenant, KnownHead { seq, hash, mac });
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.known_heads().remove(tenant);
+                Err(error)
+            }
+        }
+    }
+
+    /// Appends `entry` after `known` without reading the head: each statement checks in its
+    /// `WHERE` what the full check reads. The insert requires that the entry `known` names is
+    /// stored and that no later entry exists; the head update requires the stored head to be
+    /// exactly `known`, whose seal verified or which this store wrote. Returns `None`, having
+    /// written nothing, when any of that does not hold, so the caller takes the full path,
+    /// which reports a broken chain or finds another replica's newer head.
+    async fn try_append_after(
+        &self,
+        entry: &NewAuditEntry,
+        known: &KnownHead,
+    ) -> Result<Option<AuditEntry>, MetaError> {
+        let Some(prev_hash) = audit::decode_hash(&known.hash) else {
+            return Ok(None);
+        };
+        let seq = known.seq + 1;
+        let hash = hex::encode(audit::chain_hash(&prev_hash, seq, entry));
+        let mac = audit::head_mac(&self.audit_key, &entry.tenant, seq, &hash);
+        let details = entry.details.to_string();
+
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(self.db.sql(
+            "INSERT INTO audit_log (tenant_id, seq, actor, action, resource, outcome, status, \
+             request_id, time, details, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE EXISTS (SELECT 1 FROM audit_log WHERE tenant_id = ? AND seq = ? AND hash = ?) \
+             AND NOT EXISTS (SELECT 1 FROM audit_log WHERE tenant_id = ? AND seq > ?)",
+        ))
+        .bind(&entry.tenant)
+        .bind(seq)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.resource)
+        .bind(entry.outcome.as_str())
+        .bind(i64::from(entry.status))
+        .bind(&entry.request_id)
+        .bind(entry.time)
+        .bind(&details)
+        .bind(&hash)
+        .bind(&entry.tenant)
+        .bind(known.seq)
+        .bind(&known.hash)
+        .bind(&entry.tenant)
+        .bind(known.seq)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(result) if result.rows_affected() == 1 => {}
+            Ok(_) => return Ok(None),
+            Err(error) if is_unique_violation(&error) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        }
+        let moved = sqlx::query(self.db.sql(
+            "UPDATE audit_heads SET seq = ?, hash = ?, mac = ? WHERE tenant_id = ? AND seq = ? \
+             AND hash = ? AND mac = ?",
+        ))
+        .bind(seq)
+        .bind(&hash)
+        .bind(&mac)
+        .bind(&entry.tenant)
+        .bind(known.seq)
+        .bind(&known.hash)
+        .bind(&known.mac)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        self.remember_head(
+            &entry.tenant,
+            KnownHead {
+                seq,
+                hash: hash.clone(),
+                mac,
+            },
+        );
+        Ok(Some(stored_entry(entry, seq, hash)))
     }
 
     async fn try_append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, MetaError> {
@@ -177,21 +332,63 @@ impl SqlMetaStore {
             .await?;
         }
         tx.commit().await?;
-
-        Ok(AuditEntry {
-            seq,
-            tenant: entry.tenant.clone(),
-            actor: entry.actor.clone(),
-            action: entry.action.clone(),
-            resource: entry.resource.clone(),
-            outcome: entry.outcome,
-            status: entry.status,
-            request_id: entry.request_id.clone(),
-            time: entry.time,
-            details: entry.details.clone(),
-            hash,
-        })
+        self.remember_head(
+            &entry.tenant,
+            KnownHead {
+                seq,
+                hash: hash.clone(),
+                mac,
+            },
+        );
+        Ok(stored_entry(entry, seq, hash))
     }
+}
+
+fn stored_entry(entry: &NewAuditEntry, seq: i64, hash: String) -> AuditEntry {
+    AuditEntry {
+        seq,
+        tenant: entry.tenant.clone(),
+        actor: entry.actor.clone(),
+        action: entry.action.clone(),
+        resource: entry.resource.clone(),
+        outcome: entry.outcome,
+        status: entry.status,
+        request_id: entry.request_id.clone(),
+        time: entry.time,
+        details: entry.details.clone(),
+        hash,
+    }
+}
+
+/// Reads a chain's sealed head and its newest entry in one statement. Binds the tenant five
+/// times.
+const CHAIN_STATE_QUERY: &str = "SELECT \
+    (SELECT seq FROM audit_heads WHERE tenant_id = ?) AS head_seq, \
+    (SELECT hash FROM audit_heads WHERE tenant_id = ?) AS head_hash, \
+    (SELECT mac FROM audit_heads WHERE tenant_id = ?) AS head_mac, \
+    (SELECT seq FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1) AS newest_seq, \
+    (SELECT hash FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1) AS newest_hash";
+
+/// A chain's sealed head `(seq, hash, mac)` and newest stored entry `(seq, hash)`.
+#[derive(Clone)]
+struct ChainState {
+    head: Option<(i64, String, String)>,
+    newest: Option<(i64, String)>,
+}
+
+fn chain_state_from_row(row: &AnyRow) -> Result<ChainState, MetaError> {
+    let head_seq: Option<i64> = row.try_get("head_seq")?;
+    let head_hash: Option<String> = row.try_get("head_hash")?;
+    let head_mac: Option<String> = row.try_get("head_mac")?;
+    let newest_seq: Option<i64> = row.try_get("newest_seq")?;
+    let newest_hash: Option<String> = row.try_get("newest_hash")?;
+    Ok(ChainState {
+        head: match (head_seq, head_hash, head_mac) {
+            (Some(seq), Some(hash), Some(mac)) => Some((seq, hash, mac)),
+            _ => None,
+        },
+        newest: newest_seq.map(|seq| (seq, newest_hash.unwrap_or_default())),
+    })
 }
 
 fn unique_to_exists(what: &'static str, name: &str) -> impl FnOnce(sqlx::Error) -> MetaError {
@@ -677,6 +874,13 @@ impl MetaStore for SqlMetaStore {
 
     async fn append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, MetaError> {
         let _guard = self.audit_lock.lock().await;
+        let known = self.known_heads().get(&entry.tenant).cloned();
+        if let Some(known) = known {
+            if let Some(stored) = self.try_append_after(entry, &known).await? {
+                return Ok(stored);
+            }
+            self.known_heads().remove(&entry.tenant);
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -63,8 +63,49 @@ pub async fn open_state(config: &ServerConfig) -> anyhow::Result<AppState> {
         BlobStore::from_config(&config.blob_config()).context("cannot open the blob store")?;
     let state = AppState::new(store, blobs.clone(), audit_key, config.clone());
     state.set_tracking(tracking_service(config, db.clone(), blobs.clone()));
-    state.set_ingest(ingest_service(config, db, blobs));
+    let ingest = ingest_service(config, db.clone(), blobs.clone());
+    state.set_features(feature_store(config, db.clone(), ingest.clone()).await?);
+    state.set_ingest(ingest.clone());
+    if let Some(tracking) = state.tracking().cloned() {
+        state.set_job_services(crate::jobs::job_services(
+            db,
+            state.store_handle(),
+            blobs,
+            ingest,
+            tracking,
+        ));
+    }
     Ok(state)
+}
+
+/// Builds the feature store on the metadata database and the ingest service, with the
+/// online store backend of `features.online_store`.
+pub async fn feature_store(
+    config: &ServerConfig,
+    db: Db,
+    ingest: ghaf_ingest::IngestService,
+) -> anyhow::Result<Arc<ghaf_features::FeatureStore>> {
+    use ghaf_features::online::{OnlineStore, RedbOnlineStore, RedisOnlineStore};
+    let features = &config.features;
+    let online: Arc<dyn OnlineStore> = match features.online_store.as_str() {
+        "redis" => Arc::new(
+            RedisOnlineStore::connect(&features.redis_url, &features.redis_key_prefix)
+                .await
+                .context("cannot open the Redis online feature store")?,
+        ),
+        _ => {
+            let path = config.data_dir.join("features").join("online.redb");
+            Arc::new(
+                RedbOnlineStore::open(&path)
+                    .context("cannot open the embedded online feature store")?,
+            )
+        }
+    };
+    Ok(Arc::new(ghaf_features::FeatureStore::new(
+        ghaf_features::FeatureDb::new(db),
+        ingest,
+        online,
+    )))
 }
 
 /// Builds the ingest service on the metadata database and blob store, with staging files
@@ -82,11 +123,29 @@ pub fn ingest_service(
         blobs,
         ghaf_ingest::staging_dir(&config.data_dir),
     )
-    .with_lineage_endpoint(lineage_url);
+    .with_lineage_endpoint(lineage_url)
+    .with_limits(read_limits(config))
+    .with_object_inputs(ghaf_ingest::ObjectInputConfig {
+        allowed_prefixes: config.ingest.object_uri_prefixes.clone(),
+        s3: match config.blob_config() {
+            s3 @ ghaf_blob::BlobConfig::S3 { .. } => Some(s3),
+            ghaf_blob::BlobConfig::Local { .. } => None,
+        },
+    });
     if let Err(error) = service.clean_staging(Duration::from_secs(24 * 3600)) {
         tracing::warn!(error = %error, "cannot clean the ingest staging directory");
     }
     service
+}
+
+/// Returns the ingest size limits of the configuration.
+pub fn read_limits(config: &ServerConfig) -> ghaf_ingest::ReadLimits {
+    ghaf_ingest::ReadLimits {
+        max_field_bytes: config.ingest.max_field_bytes,
+        max_row_bytes: config.ingest.max_row_bytes,
+        max_batch_bytes: config.ingest.max_batch_bytes,
+        max_row_group_bytes: config.ingest.max_row_group_bytes,
+    }
 }
 
 /// Builds the tracking service on the metadata database and blob store, with the tenants'
@@ -199,6 +258,8 @@ pub async fn serve_with(
 
     let mut consumers = crate::consumers::start_nats_consumers(&state).await;
     consumers.extend(crate::consumers::start_kafka_consumers(&state).await);
+    let shutdown_state = state.clone();
+    let worker = crate::jobs::start_in_process_worker(&state)?;
     let app = router(state);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -221,6 +282,11 @@ pub async fn serve_with(
                         continue;
                     }
                 };
+                // Responses go out at once instead of waiting for the client's ACK of the
+                // previous segment (Nagle), which can stall small responses by ~40 ms.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+                }
                 let service = TowerToHyperService::new(app.clone());
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -238,6 +304,11 @@ pub async fn serve_with(
 
     drop(listener);
     tracing::info!("shutdown signal received, finishing in-flight requests");
+    // Running ingests stop between two batches and store nothing, instead of holding the
+    // shutdown until they finish.
+    if let Some(ingest) = shutdown_state.ingest() {
+        ingest.cancel_running();
+    }
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
@@ -249,6 +320,10 @@ pub async fn serve_with(
     }
     for consumer in consumers {
         consumer.abort();
+    }
+    if let Some(worker) = worker {
+        // Running attempts go back to the queue; another worker resumes them.
+        worker.stop().await;
     }
     tracing::info!("ghaf server stopped");
     Ok(())

@@ -43,6 +43,78 @@ pub struct ServerConfig {
     pub audit: AuditConfig,
     /// Dataset ingestion. Env: `GHAF_INGEST__MAX_UPLOAD_BYTES`, `GHAF_INGEST__LINEAGE_URL`.
     pub ingest: IngestConfig,
+    /// Feature store. Env: `GHAF_FEATURES__ONLINE_STORE`, `GHAF_FEATURES__REDIS_URL`.
+    pub features: FeaturesConfig,
+    /// Training jobs and the in-process worker. Env: `GHAF_JOBS__WORKER`, `GHAF_JOBS__SLOTS`.
+    pub jobs: JobsConfig,
+}
+
+/// Training job settings, shared by `ghaf server` and `ghaf worker`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Runs a job worker inside `ghaf server`. Set it to false when separate `ghaf worker`
+    /// processes run the jobs.
+    pub worker: bool,
+    /// Jobs one worker runs at the same time.
+    pub slots: usize,
+    /// GPUs of the worker's machine; jobs that ask for more wait for another worker.
+    pub gpus: u32,
+    /// Lease of a running attempt, in seconds; a worker silent for this long loses the job,
+    /// which goes back to the queue as a new attempt.
+    pub lease_seconds: u64,
+    /// Time between the heartbeats that renew a lease, in seconds; below `lease_seconds`.
+    pub heartbeat_seconds: u64,
+    /// Time between queue polls of an idle worker, in milliseconds.
+    pub poll_ms: u64,
+    /// Runs `command` jobs on this machine. Off by default, because a command job runs any
+    /// program a project developer submits, as the user of the worker process, with access
+    /// to the worker's files (such as the audit and signing keys under `data_dir`).
+    pub allow_commands: bool,
+    /// Tracking URI given to command and Kubernetes jobs as `MLFLOW_TRACKING_URI`. Empty
+    /// means `http://` and the `listen` address (a wildcard host becomes 127.0.0.1).
+    pub tracking_uri: String,
+    /// Kubernetes API server for `kubernetes` jobs; unset runs no such jobs.
+    pub kubernetes: Option<ghaf_jobs::executor::kubernetes::KubernetesConfig>,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            worker: true,
+            slots: 2,
+            gpus: 0,
+            lease_seconds: 60,
+            heartbeat_seconds: 10,
+            poll_ms: 1000,
+            allow_commands: false,
+            tracking_uri: String::new(),
+            kubernetes: None,
+        }
+    }
+}
+
+/// Feature store settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesConfig {
+    /// Online store backend: `embedded` (a redb file at `<data_dir>/features/online.redb`)
+    /// or `redis`.
+    pub online_store: String,
+    /// Redis server of the `redis` backend, such as `redis://127.0.0.1:6379/0`.
+    pub redis_url: String,
+    /// Prefix of every Redis key, so several deployments can share one server.
+    pub redis_key_prefix: String,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        Self {
+            online_store: "embedded".into(),
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis_key_prefix: "ghaf:features:".into(),
+        }
+    }
 }
 
 /// Metadata database settings.
@@ -97,8 +169,27 @@ pub struct AuditConfig {
 pub struct IngestConfig {
     /// Largest file accepted by the dataset upload route, in bytes; larger uploads get `413`.
     /// Uploads stream to a staging file under `<data_dir>/ingest-staging`, so this bounds
-    /// disk use, not memory. Uploads also count against `http.request_timeout_seconds`.
+    /// disk use, not memory.
     pub max_upload_bytes: u64,
+    /// Time limit of one dataset upload with its ingest, in seconds; it replaces
+    /// `http.request_timeout_seconds` on the upload route. A slower upload gets `503` and
+    /// its ingest stops without storing a version.
+    pub upload_timeout_seconds: u64,
+    /// Largest CSV field or NDJSON line (also a pushed message), in bytes; a larger one
+    /// fails its row.
+    pub max_field_bytes: usize,
+    /// Largest CSV record, in bytes; a larger one fails its row and is skipped without
+    /// being held in memory.
+    pub max_row_bytes: usize,
+    /// Largest decoded batch read from a Parquet file, in bytes.
+    pub max_batch_bytes: usize,
+    /// Largest decoded Parquet row group (the columns the schema reads), in bytes; a file
+    /// with a larger one is rejected.
+    pub max_row_group_bytes: u64,
+    /// Object-store URI prefixes, such as `s3://landing/sales/`, whose objects the upload
+    /// route may ingest (`?uri=`). Empty disables object-store inputs. The objects are read
+    /// with the S3 settings of `blob` when it is S3, else with the `AWS_*` variables.
+    pub object_uri_prefixes: Vec<String>,
     /// OpenLineage HTTP endpoint that receives a copy of every ingest run event, such as
     /// `http://127.0.0.1:5000/api/v1/lineage`. Empty sends none; Ghaf stores the events and
     /// serves them at `/api/v1/lineage` either way.
@@ -181,6 +272,12 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_upload_bytes: 10 * 1024 * 1024 * 1024,
+            upload_timeout_seconds: 3600,
+            max_field_bytes: ghaf_ingest::DEFAULT_MAX_FIELD_BYTES,
+            max_row_bytes: ghaf_ingest::DEFAULT_MAX_ROW_BYTES,
+            max_batch_bytes: ghaf_ingest::DEFAULT_MAX_BATCH_BYTES,
+            max_row_group_bytes: ghaf_ingest::DEFAULT_MAX_ROW_GROUP_BYTES,
+            object_uri_prefixes: Vec::new(),
             lineage_url: String::new(),
             nats: Vec::new(),
             kafka: Vec::new(),
@@ -209,6 +306,8 @@ impl Default for ServerConfig {
             bootstrap: BootstrapConfig::default(),
             audit: AuditConfig::default(),
             ingest: IngestConfig::default(),
+            features: FeaturesConfig::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -323,10 +422,51 @@ impl ServerConfig {
                 "http.request_timeout_seconds must be at least 1".into(),
             ));
         }
+        if !matches!(self.features.online_store.as_str(), "embedded" | "redis") {
+            return Err(ConfigError::Invalid(format!(
+                "features.online_store is {:?}; use \"embedded\" or \"redis\"",
+                self.features.online_store
+            )));
+        }
         if self.ingest.max_upload_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "ingest.max_upload_bytes must be at least 1".into(),
             ));
+        }
+        if let Some(prefix) = self
+            .ingest
+            .object_uri_prefixes
+            .iter()
+            .find(|prefix| !prefix.starts_with("s3://") || prefix.len() <= "s3://".len())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "ingest.object_uri_prefixes: {prefix:?} is not an s3:// URI prefix such as \
+                 s3://landing/sales/"
+            )));
+        }
+        if self.ingest.upload_timeout_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "ingest.upload_timeout_seconds must be at least 1".into(),
+            ));
+        }
+        if self.ingest.max_field_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "ingest.max_field_bytes must be at least 1".into(),
+            ));
+        }
+        for (key, value) in [
+            ("ingest.max_row_bytes", self.ingest.max_row_bytes as u64),
+            ("ingest.max_batch_bytes", self.ingest.max_batch_bytes as u64),
+            (
+                "ingest.max_row_group_bytes",
+                self.ingest.max_row_group_bytes,
+            ),
+        ] {
+            if value < 1024 {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} is {value}; it must be at least 1024"
+                )));
+            }
         }
         if self.metadata.max_connections == 0 {
             return Err(ConfigError::Invalid(
@@ -371,6 +511,7 @@ impl ServerConfig {
     pub fn to_redacted_toml(&self) -> String {
         let mut resolved = self.clone();
         resolved.metadata.url = ghaf_meta_redact(&self.metadata_url());
+        resolved.features.redis_url = ghaf_meta_redact(&self.features.redis_url);
         let mut blob = self.blob_config();
         if let BlobConfig::S3 {
             secret_access_key,

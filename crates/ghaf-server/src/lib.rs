@@ -10,6 +10,7 @@ pub mod config;
 pub mod consumers;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

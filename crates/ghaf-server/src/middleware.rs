@@ -48,7 +48,14 @@ pub async fn request_context(
     let started = Instant::now();
 
     let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
-    let limit = Duration::from_secs(state.config().http.request_timeout_seconds);
+    // Uploads carry whole files, so they get their own, longer limit.
+    let is_upload =
+        request.method() == axum::http::Method::POST && route == crate::api::datasets::UPLOAD_ROUTE;
+    let limit = Duration::from_secs(if is_upload {
+        state.config().ingest.upload_timeout_seconds
+    } else {
+        state.config().http.request_timeout_seconds
+    });
     let result = tracing::Instrument::instrument(
         tokio::time::timeout(limit, next.run(request)),
         span.clone(),
@@ -121,6 +128,8 @@ pub struct Guard {
     pub action: Action,
     /// The route is MLflow-compatible: see [`crate::api::RouteInfo::mlflow`].
     pub mlflow: bool,
+    /// See [`crate::api::RouteInfo::project_from_header`].
+    pub project_from_header: bool,
 }
 
 /// Authenticates the bearer token, authorises the route's action (for project routes, on the
@@ -186,12 +195,17 @@ pub async fn guard(
         }
     }
 
+    // MLflow paths name no project, so the entry names it.
+    let mlflow_project = project
+        .as_ref()
+        .filter(|_| guard.mlflow || guard.project_from_header)
+        .map(|project| project.name.clone());
     request.extensions_mut().insert(caller.clone());
     if let Some(project) = project {
         request.extensions_mut().insert(project);
     }
     let audit_template = guard.action.audited().then(|| {
-        audit_entry(
+        let mut entry = audit_entry(
             &guard,
             Some(&caller),
             &request,
@@ -200,7 +214,11 @@ pub async fn guard(
             AuditOutcome::Success,
             0,
             None,
-        )
+        );
+        if let Some(name) = mlflow_project {
+            entry.details["project"] = name.into();
+        }
+        entry
     });
 
     // The handler and its audit entry run in their own task: a client that disconnects, or
@@ -321,7 +339,7 @@ async fn authorise(
 
     let project_name = match params.get("project") {
         Some(name) => Some(name.clone()),
-        None if guard.mlflow => Some(
+        None if guard.mlflow || guard.project_from_header => Some(
             mlflow_project_name(guard, headers, &caller)
                 .await
                 .map_err(|error| (error, Some(caller.clone())))?,

@@ -68,6 +68,10 @@ struct Inner {
     tracking: std::sync::OnceLock<ghaf_tracking::TrackingService>,
     /// Datasets and ingestion, set once at start-up.
     ingest: std::sync::OnceLock<ghaf_ingest::IngestService>,
+    /// The feature store, set once at start-up.
+    features: std::sync::OnceLock<Arc<ghaf_features::FeatureStore>>,
+    /// The job queue and the services its executors use, set once at start-up.
+    jobs: std::sync::OnceLock<ghaf_jobs::executor::Services>,
 }
 
 impl AppState {
@@ -88,12 +92,19 @@ impl AppState {
                 system_audit_limiter: RateLimiter::new(SYSTEM_AUDIT_BURST, SYSTEM_AUDIT_PER_SECOND),
                 tracking: std::sync::OnceLock::new(),
                 ingest: std::sync::OnceLock::new(),
+                features: std::sync::OnceLock::new(),
+                jobs: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn store(&self) -> &dyn MetaStore {
         self.inner.store.as_ref()
+    }
+
+    /// Returns a shared handle to the metadata store.
+    pub fn store_handle(&self) -> Arc<dyn MetaStore> {
+        self.inner.store.clone()
     }
 
     pub fn tenancy(&self) -> &TenancyService {
@@ -140,5 +151,25 @@ impl AppState {
     /// Returns the ingest service, or `None` on a server started without one.
     pub fn ingest(&self) -> Option<&ghaf_ingest::IngestService> {
         self.inner.ingest.get()
+    }
+
+    /// Sets the feature store; a second call keeps the first store.
+    pub fn set_features(&self, features: Arc<ghaf_features::FeatureStore>) {
+        let _ = self.inner.features.set(features);
+    }
+
+    /// Returns the feature store, or `None` on a server started without one.
+    pub fn features(&self) -> Option<&ghaf_features::FeatureStore> {
+        self.inner.features.get().map(Arc::as_ref)
+    }
+
+    /// Sets the job system's services; a second call keeps the first.
+    pub fn set_job_services(&self, services: ghaf_jobs::executor::Services) {
+        let _ = self.inner.jobs.set(services);
+    }
+
+    /// Returns the job system's services, or `None` on a server started without them.
+    pub fn job_services(&self) -> Option<&ghaf_jobs::executor::Services> {
+        self.inner.jobs.get()
     }
 }

@@ -226,8 +226,31 @@ fn expected_table() -> BTreeMap<&'static str, [Expect; 9]> {
             "GET /api/v1/projects/{project}/datasets/{dataset}/versions/{version}/data",
             [A, A, D, A, A, A, A, H, H],
         ),
+        ("GET /api/v1/projects/{project}/features", VIEW),
+        ("POST /api/v1/projects/{project}/features/plan", VIEW),
+        ("POST /api/v1/projects/{project}/features/apply", DEVELOP),
+        (
+            "GET /api/v1/projects/{project}/feature-views/{view}/versions",
+            VIEW,
+        ),
+        ("POST /api/v1/projects/{project}/training-sets", DEVELOP),
+        (
+            "POST /api/v1/projects/{project}/feature-views/{view}/materialize",
+            DEVELOP,
+        ),
+        ("POST /api/v1/projects/{project}/get-online-features", VIEW),
+        ("POST /api/v1/projects/{project}/push", DEVELOP),
+        // Feast-compatible paths name no project, so the matrix calls resolve to the
+        // bootstrap project `default`, where only the tenant's admins hold a role.
+        ("POST /get-online-features", [A, A, D, H, H, H, H, H, H]),
+        ("POST /push", [A, A, D, H, H, H, H, H, H]),
         // Everyone may ask; each caller sees only events of the projects it can see.
         ("GET /api/v1/lineage", [A, A, A, A, A, A, A, A, A]),
+        ("GET /api/v1/projects/{project}/jobs", VIEW),
+        ("POST /api/v1/projects/{project}/jobs", DEVELOP),
+        ("GET /api/v1/projects/{project}/jobs/{job}", VIEW),
+        ("POST /api/v1/projects/{project}/jobs/{job}/cancel", DEVELOP),
+        ("GET /api/v1/projects/{project}/jobs/{job}/logs", VIEW),
     ])
 }
 
@@ -246,6 +269,8 @@ struct World {
     tokens: BTreeMap<&'static str, String>,
     viewer_token_id: String,
     tracking: TrackingIds,
+    /// A queued job of project `p`.
+    job_id: String,
 }
 
 /// Tracking objects of project `p`: experiment `e` (id 1) with a run that has a param, a
@@ -559,7 +584,91 @@ async fn new_world() -> World {
         .await
         .unwrap();
 
+    // Feature view `fv` over dataset `d`, keyed by its `id` column, in `p` and in the
+    // bootstrap project `default` that the Feast-compatible paths resolve to.
+    let default_project = app
+        .state
+        .store()
+        .get_project_by_name(&project.tenant, "default")
+        .await
+        .unwrap()
+        .expect("bootstrap project");
+    let default_dataset = ingest
+        .create_dataset(
+            &default_project.tenant,
+            &default_project.id,
+            "d",
+            "",
+            &schema,
+            "matrix",
+        )
+        .await
+        .unwrap();
+    ingest
+        .ingest(
+            &default_dataset,
+            "default",
+            ghaf_ingest::IngestInput {
+                path: &input,
+                options: &options,
+                source: "d.csv",
+                progress: None,
+            },
+            "matrix",
+        )
+        .await
+        .unwrap();
+    let features = app.state.features().expect("feature store");
+    let definitions = ghaf_features::Definitions::from_yaml(
+        "entities: [{name: item, join_key: id, value_type: integer}]\n\
+         feature_views: [{name: fv, entities: [item], source: {dataset: d}, \
+         features: [{name: double_id, expression: 'id * 2'}]}]",
+    )
+    .unwrap();
+    let plan = features
+        .plan(&project.tenant, &project.id, &definitions)
+        .await
+        .unwrap();
+    features
+        .apply(&project.tenant, &project.id, &plan, "matrix")
+        .await
+        .unwrap();
+    let plan = features
+        .plan(&default_project.tenant, &default_project.id, &definitions)
+        .await
+        .unwrap();
+    features
+        .apply(
+            &default_project.tenant,
+            &default_project.id,
+            &plan,
+            "matrix",
+        )
+        .await
+        .unwrap();
+
     let tracking = seed_tracking(&app, &project).await;
+
+    let job_spec = ghaf_jobs::JobSpec::from_json(serde_json::json!({
+        "name": "matrix-job",
+        "kind": {"type": "command", "command": ["true"]},
+    }))
+    .unwrap();
+    let job_id = app
+        .state
+        .job_services()
+        .expect("job system")
+        .jobs
+        .submit(
+            &project.tenant,
+            &project.id,
+            &job_spec,
+            admin.principal.as_str(),
+            ghaf_core::now_millis(),
+        )
+        .await
+        .unwrap()
+        .id;
 
     let (_, _, beta_token) = tenancy
         .create_tenant(&admin, &name("beta"), "Beta", &name("beta-admin"))
@@ -577,6 +686,7 @@ async fn new_world() -> World {
         tokens,
         viewer_token_id,
         tracking,
+        job_id,
     }
 }
 
@@ -627,9 +737,11 @@ fn request_for(key: &str, path: &str, world: &World) -> (String, Option<serde_js
         .replace("{role}", "developer")
         .replace("{token}", &world.viewer_token_id)
         .replace("{dataset}", "d")
+        .replace("{view}", "fv")
         .replace("{version}", "1")
         .replace("{model}", "m")
-        .replace("{alias}", "champion");
+        .replace("{alias}", "champion")
+        .replace("{job}", &world.job_id);
     let body = match key {
         "POST /api/v1/tenants" => Some(serde_json::json!({"name": "gamma"})),
         "POST /api/v1/projects" => Some(serde_json::json!({"name": "new-project"})),
@@ -660,6 +772,33 @@ fn request_for(key: &str, path: &str, world: &World) -> (String, Option<serde_js
         }
         "POST /api/v1/projects/{project}/datasets/{dataset}/push" => {
             Some(serde_json::json!([{"id": 4}]))
+        }
+        "POST /api/v1/projects/{project}/features/plan"
+        | "POST /api/v1/projects/{project}/features/apply" => Some(serde_json::json!({
+            "definitions": {"entities": [{"name": "store", "value_type": "string"}]},
+        })),
+        "POST /api/v1/projects/{project}/training-sets" => Some(serde_json::json!({
+            "entity_dataset": "d",
+            "features": ["fv:double_id"],
+            "output_dataset": "training",
+        })),
+        "POST /api/v1/projects/{project}/feature-views/{view}/materialize" => {
+            Some(serde_json::json!({}))
+        }
+        "POST /api/v1/projects/{project}/jobs" => Some(serde_json::json!({
+            "name": "matrix-submitted",
+            "kind": {"type": "command", "command": ["true"]},
+        })),
+        "POST /api/v1/projects/{project}/push" | "POST /push" => Some(serde_json::json!({
+            "push_source_name": "d",
+            "df": {"id": [5, 6]},
+            "to": "online_and_offline",
+        })),
+        "POST /api/v1/projects/{project}/get-online-features" | "POST /get-online-features" => {
+            Some(serde_json::json!({
+                "features": ["fv:double_id"],
+                "entities": {"id": [1, 2]},
+            }))
         }
         _ => None,
     };

@@ -391,3 +391,204 @@ async fn push_appends_segments_and_dead_letters() {
     let wrong_type = upload(&app, path, "text/csv", b"id\n1\n".to_vec()).await;
     assert_eq!(wrong_type.status, 415);
 }
+
+/// Builds a request body that sends `first`, waits `pause`, then sends `rest`.
+fn slow_body(first: &'static [u8], pause: std::time::Duration, rest: &'static [u8]) -> Body {
+    use futures::StreamExt;
+    let chunks =
+        futures::stream::iter([first, rest])
+            .enumerate()
+            .then(move |(index, chunk)| async move {
+                if index > 0 {
+                    tokio::time::sleep(pause).await;
+                }
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(chunk))
+            });
+    Body::from_stream(chunks)
+}
+
+#[tokio::test]
+async fn upload_has_its_own_time_limit() {
+    let mut config = ServerConfig::default();
+    config.http.request_timeout_seconds = 1;
+    config.ingest.upload_timeout_seconds = 600;
+    let app = TestApp::with_config(config).await;
+    create(&app).await;
+
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("{VERSIONS}?format=csv"))
+        .header("authorization", format!("Bearer {}", app.admin_token))
+        .body(slow_body(
+            b"id,city,amount\n1,dubai,10\n",
+            std::time::Duration::from_millis(1500),
+            b"2,dubai,20\n",
+        ))
+        .unwrap();
+    let response = app.send(request).await;
+
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(response.json()["version"]["row_count"], 2);
+
+    // JSON routes keep the request limit.
+    assert_eq!(app.state.config().http.request_timeout_seconds, 1);
+}
+
+#[tokio::test]
+async fn upload_timeout_stores_no_version() {
+    let mut config = ServerConfig::default();
+    config.ingest.upload_timeout_seconds = 1;
+    let app = TestApp::with_config(config).await;
+    create(&app).await;
+
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("{VERSIONS}?format=csv"))
+        .header("authorization", format!("Bearer {}", app.admin_token))
+        .body(slow_body(
+            b"id,city,amount\n1,dubai,10\n",
+            std::time::Duration::from_millis(2500),
+            b"2,dubai,20\n",
+        ))
+        .unwrap();
+    let response = app.send(request).await;
+
+    assert_eq!(response.status, 503, "{}", response.text());
+    let listed = app
+        .call("GET", VERSIONS, Some(&app.admin_token), None)
+        .await;
+    assert_eq!(listed.json()["versions"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn tsv_upload_uses_tabs() {
+    let app = TestApp::new().await;
+    create(&app).await;
+    let response = upload(
+        &app,
+        &format!("{VERSIONS}?file_name=payments.tsv"),
+        "application/octet-stream",
+        b"id\tcity\tamount\n1\tabu dhabi\t10\n".to_vec(),
+    )
+    .await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(response.json()["version"]["row_count"], 1);
+}
+
+#[tokio::test]
+async fn schema_label_lowering_is_confirmed_and_audited() {
+    let app = TestApp::new().await;
+    create(&app).await;
+    let path = "/api/v1/projects/default/datasets/payments/schemas";
+    let mut omitted: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+    omitted["columns"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("classification");
+
+    // Omitting the label keeps pii.
+    let response = app
+        .call(
+            "POST",
+            path,
+            Some(&app.admin_token),
+            Some(serde_json::json!({"schema": omitted})),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(
+        response.json()["schema"]["columns"][1]["classification"],
+        "pii"
+    );
+
+    // Lowering without confirmation is rejected.
+    let mut lowered = omitted.clone();
+    lowered["columns"][1]["classification"] = "public".into();
+    let response = app
+        .call(
+            "POST",
+            path,
+            Some(&app.admin_token),
+            Some(serde_json::json!({"schema": lowered})),
+        )
+        .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("lower_classification"),
+        "{}",
+        response.text()
+    );
+
+    // With confirmation it is stored and audited.
+    let response = app
+        .call(
+            "POST",
+            path,
+            Some(&app.admin_token),
+            Some(serde_json::json!({"schema": lowered, "lower_classification": ["city"]})),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    let audit = app
+        .call(
+            "GET",
+            "/api/v1/audit?action=datasets.schema.update&limit=10",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(audit.status, 200, "{}", audit.text());
+    let text = audit.text();
+    assert!(text.contains("classification_lowered"), "{text}");
+    assert!(text.contains("\"from\":\"pii\""), "{text}");
+}
+
+#[tokio::test]
+async fn push_reports_its_result() {
+    let app = TestApp::new().await;
+    create(&app).await;
+    let path = "/api/v1/projects/default/datasets/payments/push";
+    let body = b"{\"id\": 1, \"city\": \"dubai\", \"amount\": 1}\n".to_vec();
+    let first = upload(&app, path, "application/x-ndjson", body.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json()["result"], "appended");
+    let again = upload(&app, path, "application/x-ndjson", body).await;
+    assert_eq!(again.json()["result"], "all_duplicates");
+}
+
+#[tokio::test]
+async fn object_uri_needs_an_allowed_prefix() {
+    let app = TestApp::new().await;
+    create(&app).await;
+    let response = upload(
+        &app,
+        &format!("{VERSIONS}?uri=s3://landing/payments.csv"),
+        "application/octet-stream",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("ingest.object_uri_prefixes"),
+        "{}",
+        response.text()
+    );
+
+    let mut config = ServerConfig::default();
+    config.ingest.object_uri_prefixes = vec!["s3://landing/sales/".into()];
+    let app = TestApp::with_config(config).await;
+    create(&app).await;
+    let response = upload(
+        &app,
+        &format!("{VERSIONS}?uri=s3://other/payments.csv"),
+        "application/octet-stream",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("not under an allowed prefix"),
+        "{}",
+        response.text()
+    );
+}

@@ -531,3 +531,76 @@ async fn ghaf_api_lists_cards_verifies_and_moves_aliases() {
         .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text());
 }
+
+#[tokio::test]
+async fn run_writes_name_the_run_in_the_audit_log() {
+    let app = TestApp::new().await;
+    let token = app.admin_token.clone();
+    let run = mlflow(
+        &app,
+        "POST",
+        "mlflow/runs/create",
+        &token,
+        None,
+        Some(json!({})),
+    )
+    .await;
+    let run_id = run.json()["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let logged = mlflow(
+        &app,
+        "POST",
+        "mlflow/runs/log-metric",
+        &token,
+        None,
+        Some(json!({"run_id": run_id, "key": "acc", "value": 0.93, "timestamp": 1, "step": 7})),
+    )
+    .await;
+    assert_eq!(logged.status, 200, "{}", logged.text());
+    let batch = mlflow(
+        &app,
+        "POST",
+        "mlflow/runs/log-batch",
+        &token,
+        None,
+        Some(json!({
+            "run_id": run_id,
+            "metrics": [
+                {"key": "loss", "value": 0.1, "timestamp": 1, "step": 0},
+                {"key": "loss", "value": 0.05, "timestamp": 2, "step": 1},
+            ],
+            "params": [{"key": "model", "value": "rf"}],
+        })),
+    )
+    .await;
+    assert_eq!(batch.status, 200, "{}", batch.text());
+
+    let page = app
+        .call(
+            "GET",
+            "/api/v1/audit?action=tracking.write",
+            Some(&app.admin_token),
+            None,
+        )
+        .await
+        .json();
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{page}");
+    for entry in entries {
+        assert_eq!(entry["details"]["run_id"], run_id, "{entry}");
+        assert_eq!(entry["details"]["project"], "default", "{entry}");
+    }
+    let metric = &entries[1]["details"];
+    assert_eq!(metric["metrics"], json!(["acc"]), "{metric}");
+    assert_eq!(metric["step"], 7, "{metric}");
+    assert!(
+        !metric.to_string().contains("0.93"),
+        "metric values stay out of the audit log: {metric}"
+    );
+    let batch = &entries[2]["details"];
+    assert_eq!(batch["metrics"], json!(["loss"]), "{batch}");
+    assert_eq!(batch["metric_values"], 2, "{batch}");
+    assert_eq!(batch["params"], json!(["model"]), "{batch}");
+}

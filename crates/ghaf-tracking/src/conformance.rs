@@ -234,6 +234,36 @@ pub async fn runs_and_metrics(store: &dyn TrackingStore) {
     assert_eq!(second_page.items[0].step, 1);
     assert_eq!(second_page.items[0].value, 0.01);
 
+    // Across calls, the stored latest value is replaced only by a newer one in MLflow's
+    // order: step, then timestamp, then NaN below every number, then value.
+    let cases = [
+        (0.5, 10, 3, 0.5),
+        (0.1, 20, 2, 0.5),
+        (0.4, 10, 3, 0.5),
+        (f64::NAN, 10, 3, 0.5),
+        (0.6, 10, 3, 0.6),
+        (f64::NEG_INFINITY, 11, 3, f64::NEG_INFINITY),
+        (-1.0, 0, 4, -1.0),
+    ];
+    for (value, timestamp, step, expected) in cases {
+        store
+            .log_batch(
+                &scope,
+                &id,
+                &[metric("order", value, timestamp, step)],
+                &[],
+                &[],
+            )
+            .await
+            .unwrap();
+        let run = store.get_run(&scope, &id).await.unwrap();
+        let latest = run.metrics.iter().find(|m| m.key == "order").unwrap();
+        assert_eq!(
+            latest.value, expected,
+            "after logging {value} at step {step}, timestamp {timestamp}"
+        );
+    }
+
     let info = store
         .update_run(
             &scope,

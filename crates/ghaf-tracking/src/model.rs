@@ -136,6 +136,7 @@ pub struct Param {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
     pub key: String,
+    #[serde(with = "json_double")]
     pub value: f64,
     /// Milliseconds since the epoch.
     pub timestamp: UnixMillis,
@@ -461,4 +462,74 @@ pub fn validate_value(
 
 fn truncate(value: &str) -> String {
     value.chars().take(40).collect()
+}
+
+/// Serde for an `f64` that may be NaN or infinite. JSON has no such numbers, so they are
+/// written as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`, as proto3 JSON writes
+/// them. `null`, which serde_json writes for all three by default, reads as NaN.
+mod json_double {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_nan() {
+            serializer.serialize_str("NaN")
+        } else if *value == f64::INFINITY {
+            serializer.serialize_str("Infinity")
+        } else if *value == f64::NEG_INFINITY {
+            serializer.serialize_str("-Infinity")
+        } else {
+            serializer.serialize_f64(*value)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::Null => Ok(f64::NAN),
+            serde_json::Value::Number(number) => number
+                .as_f64()
+                .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a double"))),
+            serde_json::Value::String(text) => match text.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!(
+                    "{other:?} is not a number; expected a number, \"NaN\", \"Infinity\" or \"-Infinity\""
+                ))),
+            },
+            other => Err(serde::de::Error::custom(format!(
+                "expected a number, found {other}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod json_double_tests {
+    use super::Metric;
+
+    #[test]
+    fn non_finite_values_round_trip() {
+        for value in [f64::INFINITY, f64::NEG_INFINITY, -0.5] {
+            let metric = Metric {
+                key: "loss".into(),
+                value,
+                timestamp: 1,
+                step: 2,
+                model_id: String::new(),
+            };
+            let json = serde_json::to_string(&metric).unwrap();
+            let back: Metric = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, metric, "{json}");
+        }
+        let nan: Metric =
+            serde_json::from_str(r#"{"key":"loss","value":"NaN","timestamp":1,"step":2}"#).unwrap();
+        assert!(nan.value.is_nan());
+    }
+
+    #[test]
+    fn null_reads_as_nan() {
+        let old: Metric =
+            serde_json::from_str(r#"{"key":"loss","value":null,"timestamp":1,"step":2}"#).unwrap();
+        assert!(old.value.is_nan());
+    }
 }

@@ -14,7 +14,9 @@ pub mod model;
 pub mod onnx;
 
 pub use data::{Column, ColumnData, Dataset, Feature, FeatureKind};
-pub use gbdt::{GbdtModel, GbdtParams, train_gbdt};
+pub use gbdt::{
+    GbdtCheckpoint, GbdtModel, GbdtParams, TrainingControl, train_gbdt, train_gbdt_resumable,
+};
 pub use linear::{LinearModel, LinearParams, train_linear};
 pub use model::{Model, Objective};
 
@@ -29,4 +31,7 @@ pub enum TrainError {
     Failed(String),
     #[error("invalid model file: {0}")]
     InvalidModel(String),
+    /// The stop check of [`TrainingControl`] asked training to stop.
+    #[error("training stopped after {rounds} rounds")]
+    Stopped { rounds: usize },
 }

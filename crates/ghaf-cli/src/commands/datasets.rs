@@ -38,18 +38,25 @@ pub enum DatasetsCommand {
         #[arg(long, default_value = "default")]
         project: String,
     },
-    /// Add a schema version from a file; the server rejects incompatible changes
+    /// Add a schema version from a file; the server rejects incompatible changes. A column
+    /// without `classification` keeps its current label
     Schema {
         name: String,
         #[arg(long, value_name = "FILE")]
         schema: PathBuf,
+        /// Allow the schema to lower this column's classification (repeatable); each
+        /// lowering is recorded in the audit log
+        #[arg(long = "lower-classification", value_name = "COLUMN")]
+        lower_classification: Vec<String>,
         #[arg(long, default_value = "default")]
         project: String,
     },
-    /// Upload a CSV, NDJSON or Parquet file (optionally gzip-compressed) into a new version
+    /// Upload a CSV, NDJSON or Parquet file (optionally gzip-compressed) into a new version,
+    /// or have the server read an object-store URI (`s3://BUCKET/KEY`)
     Ingest {
         name: String,
-        /// The file to upload
+        /// The file to upload, or an `s3://BUCKET/KEY` URI that the server reads; its
+        /// prefix must be in the server's `ingest.object_uri_prefixes`
         file: PathBuf,
         /// csv, ndjson or parquet [default: from the file name]
         #[arg(long)]
@@ -156,10 +163,16 @@ pub async fn run(context: &Context, command: &DatasetsCommand) -> anyhow::Result
         DatasetsCommand::Schema {
             name,
             schema,
+            lower_classification,
             project,
         } => {
             let response = client
-                .update_dataset_schema(project, name, &read_schema(schema)?)
+                .update_dataset_schema_lowering(
+                    project,
+                    name,
+                    &read_schema(schema)?,
+                    lower_classification,
+                )
                 .await?;
             output::emit(context.output, &response, |version| {
                 println!(
@@ -250,16 +263,8 @@ async fn ingest(
     project: &str,
 ) -> anyhow::Result<()> {
     let client = context.client()?;
-    let handle = tokio::fs::File::open(file)
-        .await
-        .with_context(|| format!("cannot open {}", file.display()))?;
-    let size = handle.metadata().await?.len();
-
-    let file_name = file
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "upload".into());
-    let mut query = vec![("file_name", file_name)];
+    let uri = file.to_str().filter(|text| text.starts_with("s3://"));
+    let mut query = Vec::new();
     if let Some(format) = format {
         query.push(("format", format.to_owned()));
     }
@@ -272,6 +277,38 @@ async fn ingest(
     if !null_values.is_empty() {
         query.push(("null", null_values.join(",")));
     }
+    let response = match uri {
+        Some(uri) => {
+            eprintln!("The server is reading {uri}.");
+            client
+                .ingest_dataset_object(project, name, uri, &query)
+                .await?
+        }
+        None => upload(context, &client, name, file, query, project).await?,
+    };
+
+    print_ingest_outcome(context, name, &response);
+    Ok(())
+}
+
+/// Streams `file` to the upload route with a progress bar.
+async fn upload(
+    context: &Context,
+    client: &ghaf_client::Client,
+    name: &str,
+    file: &Path,
+    mut query: Vec<(&'static str, String)>,
+    project: &str,
+) -> anyhow::Result<ghaf_client::ApiResponse<Value>> {
+    let handle = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    let size = handle.metadata().await?.len();
+    let file_name = file
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "upload".into());
+    query.push(("file_name", file_name));
 
     let bar = ProgressBar::new(size);
     if context.output == OutputFormat::Table {
@@ -294,9 +331,11 @@ async fn ingest(
         .upload_dataset_file(project, name, handle, &query, progress)
         .await;
     bar.finish_and_clear();
-    let response = result?;
+    Ok(result?)
+}
 
-    output::emit(context.output, &response, |outcome| {
+fn print_ingest_outcome(context: &Context, name: &str, response: &ghaf_client::ApiResponse<Value>) {
+    output::emit(context.output, response, |outcome| {
         let version = &outcome["version"];
         if outcome["created"] == Value::Bool(true) {
             println!(
@@ -311,7 +350,6 @@ async fn ingest(
         }
         print_checks(&outcome["report"]);
     });
-    Ok(())
 }
 
 fn print_checks(report: &Value) {

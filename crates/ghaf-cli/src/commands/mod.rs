@@ -2,6 +2,8 @@
 
 pub mod audit;
 pub mod datasets;
+pub mod features;
+pub mod jobs;
 pub mod principals;
 pub mod projects;
 pub mod quickstart;
@@ -33,6 +35,8 @@ pub enum Command {
     Server(server::ServerArgs),
     /// Create the first tenant, project and admin token in an empty store
     Init(server::InitArgs),
+    /// Run a job worker on the server's configuration until SIGINT or SIGTERM
+    Worker(jobs::WorkerArgs),
     /// Check a token with the server and save it with the URL in a profile
     Login,
     /// Show the identity and roles of the current token
@@ -58,6 +62,12 @@ pub enum Command {
     /// Create datasets, ingest files into versions, show profiles and quarantined rows
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
+    /// Apply feature definitions, build training sets, materialise and read online features
+    #[command(subcommand)]
+    Features(features::FeaturesCommand),
+    /// Submit, list, cancel and follow training jobs
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Search experiment runs with MLflow's filter grammar
     #[command(subcommand)]
     Runs(tracking::RunsCommand),
@@ -73,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Server(args) => server::run_server(args).await,
         Command::Init(args) => server::run_init(args).await,
+        Command::Worker(args) => jobs::run_worker(args).await,
         Command::Login => session::login(&cli.global).await,
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Whoami => session::whoami(&Context::load(&cli.global)?).await,
@@ -85,6 +96,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(command) => tokens::run(&Context::load(&cli.global)?, command).await,
         Command::Audit(command) => audit::run(&Context::load(&cli.global)?, command).await,
         Command::Datasets(command) => datasets::run(&Context::load(&cli.global)?, command).await,
+        Command::Features(command) => features::run(&Context::load(&cli.global)?, command).await,
+        Command::Jobs(command) => jobs::run(&Context::load(&cli.global)?, command).await,
         Command::Runs(command) => tracking::run_runs(&Context::load(&cli.global)?, command).await,
         Command::Models(command) => {
             tracking::run_models(&Context::load(&cli.global)?, command).await

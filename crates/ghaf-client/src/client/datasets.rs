@@ -53,7 +53,23 @@ impl Client {
         dataset: &str,
         schema: &Value,
     ) -> Result<ApiResponse<Value>, ClientError> {
-        let body = serde_json::json!({ "schema": schema });
+        self.update_dataset_schema_lowering(project, dataset, schema, &[])
+            .await
+    }
+
+    /// Adds a schema version that may lower the classification of the columns named in
+    /// `lower_classification`; the server records each lowering in the audit log.
+    pub async fn update_dataset_schema_lowering(
+        &self,
+        project: &str,
+        dataset: &str,
+        schema: &Value,
+        lower_classification: &[String],
+    ) -> Result<ApiResponse<Value>, ClientError> {
+        let body = serde_json::json!({
+            "schema": schema,
+            "lower_classification": lower_classification,
+        });
         self.post(
             &[
                 "api", "v1", "projects", project, "datasets", dataset, "schemas",
@@ -154,6 +170,35 @@ impl Client {
 
     /// Uploads `file` into a new version of `dataset`, streaming it in chunks. A read error
     /// of the file fails the request.
+    /// Asks the server to ingest the object at `uri` (such as `s3://landing/day1.csv`) into
+    /// a new version; the server reads the object itself. `query` contains the read options
+    /// as for [`Client::upload_dataset_file`].
+    pub async fn ingest_dataset_object(
+        &self,
+        project: &str,
+        dataset: &str,
+        uri: &str,
+        query: &[(&str, String)],
+    ) -> Result<ApiResponse<Value>, ClientError> {
+        let mut url = self.url(&[
+            "api", "v1", "projects", project, "datasets", dataset, "versions",
+        ])?;
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(key, value)| (*key, value.as_str())))
+            .append_pair("uri", uri);
+        let request = self.http.post(url.clone());
+        let body = self.send_for_text(request, &url, UPLOAD_TIMEOUT).await?;
+        let value = serde_json::from_str(&body).map_err(|source| ClientError::Decode {
+            url: display_url(&url),
+            source,
+        })?;
+        Ok(ApiResponse {
+            value,
+            body,
+            request_id: None,
+        })
+    }
+
     /// `query` contains the read options (`format`, `delimiter`, `header`, `null`,
     /// `file_name`); `progress` is called with the total bytes sent so far.
     pub async fn upload_dataset_file(

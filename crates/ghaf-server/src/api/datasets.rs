@@ -27,11 +27,14 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
+/// Route of dataset uploads (POST); its time limit is `ingest.upload_timeout_seconds`.
+pub const UPLOAD_ROUTE: &str = "/api/v1/projects/{project}/datasets/{dataset}/versions";
+
 pub fn register(api: &mut ApiRouter) {
     use Access::Action as A;
     const DATASETS: &str = "/api/v1/projects/{project}/datasets";
     const DATASET: &str = "/api/v1/projects/{project}/datasets/{dataset}";
-    const VERSIONS: &str = "/api/v1/projects/{project}/datasets/{dataset}/versions";
+    const VERSIONS: &str = UPLOAD_ROUTE;
     const VERSION: &str = "/api/v1/projects/{project}/datasets/{dataset}/versions/{version}";
     api.add(
         RouteInfo::new(
@@ -83,8 +86,9 @@ pub fn register(api: &mut ApiRouter) {
             VERSIONS,
             A(Action::DatasetsIngest),
             "Upload a CSV, NDJSON or Parquet file (optionally gzip-compressed) as the raw \
-             request body and ingest it into a new version; 200 with `created: false` when a \
-             version with the same content exists",
+             request body, or name an object with `uri` and send no body, and ingest it into \
+             a new version; 200 with `created: false` when a version with the same content \
+             exists",
         )
         .response("IngestResponse")
         .status(201)
@@ -153,6 +157,11 @@ const INGEST_QUERY: &[(&str, &str)] = &[
         "Name of the uploaded file, recorded as the version's source",
     ),
     (
+        "uri",
+        "Object to ingest instead of the request body, such as `s3://landing/sales/day1.csv`; \
+         it must be under a prefix in `ingest.object_uri_prefixes`",
+    ),
+    (
         "delimiter",
         "CSV field separator, one character; default `,`",
     ),
@@ -186,8 +195,13 @@ pub struct CreateDatasetRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSchemaRequest {
+    /// The new schema. A column without `classification` keeps its current label.
     #[schema(value_type = Object)]
     pub schema: serde_json::Value,
+    /// Columns whose classification the new schema may lower. Lowering a label of a column
+    /// not listed here is rejected; each lowering is recorded in the audit log.
+    #[serde(default)]
+    pub lower_classification: Vec<String>,
 }
 
 /// A dataset.
@@ -325,6 +339,12 @@ pub struct IngestResponse {
 /// Result of a push.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PushResponse {
+    /// Outcome of the push. `appended`: a segment was stored and failing messages were
+    /// dead-lettered. `all_duplicates`: every message's key was stored before, so nothing
+    /// was stored. `all_dead_lettered`: no message passed, and all went to the dead-letter
+    /// dataset. `empty`: the batch had no message.
+    #[schema(value_type = String)]
+    pub result: ghaf_ingest::PushResult,
     /// Messages in the batch.
     pub received: u64,
     /// Messages dropped because their key was stored before or repeats in the batch.
@@ -348,6 +368,7 @@ pub struct PushResponse {
 struct IngestQuery {
     format: Option<String>,
     file_name: Option<String>,
+    uri: Option<String>,
     delimiter: Option<String>,
     quote: Option<String>,
     header: Option<bool>,
@@ -450,13 +471,28 @@ async fn update_schema(
     Extension(project): Extension<Project>,
     ApiPath((_, dataset)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<UpdateSchemaRequest>,
-) -> Result<(StatusCode, Json<SchemaVersionView>), ApiError> {
+) -> Result<Response, ApiError> {
     let dataset = find_dataset(&state, &project, &dataset).await?;
     let schema = parse_schema(body.schema)?;
-    let version = service(&state)?
-        .update_schema(&dataset, &schema, caller.principal.as_str())
+    let (version, lowered) = service(&state)?
+        .update_schema_lowering(
+            &dataset,
+            &schema,
+            caller.principal.as_str(),
+            &body.lower_classification,
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(version.into())))
+    let mut response =
+        (StatusCode::CREATED, Json(SchemaVersionView::from(version))).into_response();
+    if !lowered.is_empty() {
+        response
+            .extensions_mut()
+            .insert(crate::middleware::AuditDetails(serde_json::json!({
+                "dataset": dataset.name,
+                "classification_lowered": lowered,
+            })));
+    }
+    Ok(response)
 }
 
 fn single_byte(field: &str, value: &str) -> Result<u8, ApiError> {
@@ -468,6 +504,14 @@ fn single_byte(field: &str, value: &str) -> Result<u8, ApiError> {
             format!("`{field}` must be one ASCII character, or \\t for a tab; got {value:?}"),
         )),
     }
+}
+
+/// Returns the name that sets an upload's format: `file_name`, else the last part of `uri`.
+fn file_name(query: &IngestQuery) -> Option<String> {
+    query
+        .file_name
+        .clone()
+        .or_else(|| query.uri.as_deref().and_then(ghaf_ingest::object_file_name))
 }
 
 /// Builds the read options of an upload from its query and Content-Type.
@@ -494,8 +538,7 @@ fn read_options(query: &IngestQuery, content_type: Option<&str>) -> Result<ReadO
                 format!("unknown format {format:?}; use csv, ndjson or parquet"),
             )
         })?,
-        None => query
-            .file_name
+        None => file_name(query)
             .as_deref()
             .and_then(InputFormat::from_file_name)
             .or(from_content_type)
@@ -507,6 +550,14 @@ fn read_options(query: &IngestQuery, content_type: Option<&str>) -> Result<ReadO
             })?,
     };
     let mut options = ReadOptions::new(format);
+    // A `.tsv` file name sets the tab delimiter unless the query sets another.
+    if let Some(by_name) = file_name(query)
+        .as_deref()
+        .and_then(ReadOptions::for_file_name)
+        && by_name.format == format
+    {
+        options.delimiter = by_name.delimiter;
+    }
     if let Some(delimiter) = &query.delimiter {
         options.delimiter = single_byte("delimiter", delimiter)?;
     }
@@ -581,31 +632,42 @@ async fn ingest(
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    let options = read_options(&query, content_type.as_deref())?;
+    let mut options = read_options(&query, content_type.as_deref())?;
+    service.limits().apply(&mut options);
     if let Some(name) = &query.file_name {
         super::tenancy::check_text("file_name", name, 255)?;
     }
 
-    let upload = receive_upload(
-        request,
-        service.staging_dir(),
-        state.config().ingest.max_upload_bytes,
-    )
-    .await?;
-    let source = format!("upload:{}", query.file_name.as_deref().unwrap_or("body"));
-    let outcome = service
-        .ingest(
-            &dataset,
-            &project.name,
-            IngestInput {
-                path: &upload,
-                options: &options,
-                source: &source,
-                progress: Some(Arc::new(AtomicU64::new(0))),
-            },
-            caller.principal.as_str(),
-        )
-        .await?;
+    let max_bytes = state.config().ingest.max_upload_bytes;
+    let outcome = if let Some(uri) = &query.uri {
+        super::tenancy::check_text("uri", uri, 1024)?;
+        service
+            .ingest_object(
+                &dataset,
+                &project.name,
+                uri,
+                &options,
+                caller.principal.as_str(),
+                max_bytes,
+            )
+            .await?
+    } else {
+        let upload = receive_upload(request, service.staging_dir(), max_bytes).await?;
+        let source = format!("upload:{}", query.file_name.as_deref().unwrap_or("body"));
+        service
+            .ingest(
+                &dataset,
+                &project.name,
+                IngestInput {
+                    path: &upload,
+                    options: &options,
+                    source: &source,
+                    progress: Some(Arc::new(AtomicU64::new(0))),
+                },
+                caller.principal.as_str(),
+            )
+            .await?
+    };
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -666,6 +728,7 @@ async fn push(
         )
         .await?;
     Ok(Json(PushResponse {
+        result: outcome.result,
         received: outcome.received,
         duplicates_dropped: outcome.duplicates_dropped,
         accepted: outcome.accepted,

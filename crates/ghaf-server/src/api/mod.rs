@@ -7,6 +7,8 @@
 
 mod audit;
 pub mod datasets;
+pub mod features;
+pub mod jobs;
 pub mod lineage;
 pub mod mlflow;
 mod system;
@@ -55,6 +57,9 @@ pub struct RouteInfo {
     /// the token's project, else the bootstrap project, and errors have MLflow's body and
     /// statuses.
     pub mlflow: bool,
+    /// A Feast-compatible route whose path names no project: the project is chosen as on
+    /// MLflow routes, but errors keep Ghaf's body.
+    pub project_from_header: bool,
 }
 
 impl RouteInfo {
@@ -69,12 +74,20 @@ impl RouteInfo {
             success: 200,
             query: &[],
             mlflow: false,
+            project_from_header: false,
         }
     }
 
     /// Marks the route as MLflow-compatible (see [`RouteInfo::mlflow`]).
     pub fn mlflow(mut self) -> Self {
         self.mlflow = true;
+        self
+    }
+
+    /// Takes the project from the `X-Ghaf-Project` header (see
+    /// [`RouteInfo::project_from_header`]).
+    pub fn project_from_header(mut self) -> Self {
+        self.project_from_header = true;
         self
     }
 
@@ -124,6 +137,7 @@ impl ApiRouter {
             .unwrap_or_else(|_| panic!("unsupported method {} on {}", info.method, info.path));
         let access = info.access;
         let mlflow_route = info.mlflow;
+        let project_from_header = info.project_from_header;
         let build: RouteBuilder = Box::new(move |state: AppState| {
             let method_router: MethodRouter<AppState> = axum::routing::on(filter, handler);
             let method_router = match access {
@@ -133,6 +147,7 @@ impl ApiRouter {
                         state,
                         action,
                         mlflow: mlflow_route,
+                        project_from_header,
                     };
                     method_router.route_layer(axum::middleware::from_fn_with_state(
                         guard,
@@ -180,6 +195,8 @@ pub fn register_all(api: &mut ApiRouter) {
     tokens::register(api);
     audit::register(api);
     datasets::register(api);
+    features::register(api);
+    jobs::register(api);
     lineage::register(api);
     mlflow::register(api);
     tracking::register(api);
@@ -251,6 +268,21 @@ pub fn schemas() -> Vec<(
         entry::<datasets::IngestResponse>(),
         entry::<datasets::PushResponse>(),
         entry::<lineage::LineagePage>(),
+        entry::<features::ApplyFeaturesRequest>(),
+        entry::<features::FeaturePlanView>(),
+        entry::<features::FeatureRegistryView>(),
+        entry::<features::FeatureViewVersionsView>(),
+        entry::<features::TrainingSetBody>(),
+        entry::<features::TrainingSetView>(),
+        entry::<features::MaterializeBody>(),
+        entry::<features::MaterializeView>(),
+        entry::<features::OnlineFeaturesRequest>(),
+        entry::<features::OnlineFeaturesResponse>(),
+        entry::<features::FeaturePushRequest>(),
+        entry::<features::FeaturePushResponse>(),
+        entry::<jobs::JobSpecBody>(),
+        entry::<jobs::JobView>(),
+        entry::<jobs::JobList>(),
     ]
 }
 

@@ -37,10 +37,22 @@ impl TestApp {
         let store: Arc<dyn MetaStore> = Arc::new(SqlMetaStore::new(db.clone(), AUDIT_KEY.to_vec()));
         let blobs = BlobStore::from_config(&config.blob_config()).expect("blob store");
         let tracking = ghaf_server::app::tracking_service(&config, db.clone(), blobs.clone());
-        let ingest = ghaf_server::app::ingest_service(&config, db, blobs.clone());
+        let ingest = ghaf_server::app::ingest_service(&config, db.clone(), blobs.clone());
+        let db_for_jobs = db.clone();
+        let features = ghaf_server::app::feature_store(&config, db, ingest.clone())
+            .await
+            .expect("feature store");
         let state = AppState::new(store, blobs, AUDIT_KEY.to_vec(), config);
         state.set_tracking(tracking);
         state.set_ingest(ingest);
+        state.set_features(features);
+        state.set_job_services(ghaf_server::jobs::job_services(
+            db_for_jobs,
+            state.store_handle(),
+            state.blobs().clone(),
+            state.ingest().cloned().expect("ingest service"),
+            state.tracking().cloned().expect("tracking service"),
+        ));
         let created = ghaf_server::bootstrap(&state)
             .await
             .expect("bootstrap")

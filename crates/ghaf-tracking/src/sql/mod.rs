@@ -609,9 +609,7 @@ impl TrackingStore for SqlTrackingStore {
             experiment_clause(&mut sql, self.db.dialect(), scope, clause);
         }
         column_order(&mut sql, "e", order_by, "e.experiment_id ASC");
-        sql.push(" LIMIT ? OFFSET ?")
-            .bind(Bind::Int(i64::from(max_results) + 1))
-            .bind(Bind::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
+        sql.page(max_results, offset);
         let rows = self.fetch_all(&sql).await?;
         let mut experiments = rows
             .iter()
@@ -996,7 +994,9 @@ impl TrackingStore for SqlTrackingStore {
                 .await?;
         }
 
-        // Latest values: the newest of the batch per key, compared with the stored one.
+        // Latest values: the newest of the batch per key replaces the stored one only when
+        // it is newer in MLflow's order (step, timestamp, NaN below numbers, value), which
+        // the upsert's condition compares in the database.
         let mut newest: BTreeMap<&str, &Metric> = BTreeMap::new();
         for metric in metrics {
             match newest.get(metric.key.as_str()) {
@@ -1006,47 +1006,40 @@ impl TrackingStore for SqlTrackingStore {
                 }
             }
         }
-        for (key, metric) in newest {
-            let stored = sqlx::query(self.sql(
-                "SELECT value, is_nan, timestamp, step FROM tracking_latest_metrics WHERE \
-                 tenant_id = ? AND project_id = ? AND run_id = ? AND key = ?",
-            ))
-            .bind(scope.tenant.as_str())
-            .bind(scope.project.as_str())
-            .bind(run_id)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = stored {
-                let current = Metric {
-                    key: key.to_owned(),
-                    value: metric_value(&row)?,
-                    timestamp: row.try_get("timestamp")?,
-                    step: row.try_get("step")?,
-                    model_id: String::new(),
-                };
-                if !newer(metric, &current) {
-                    continue;
-                }
-            }
-            let (value, is_nan) = stored_value(metric.value);
-            sqlx::query(self.sql(
+        let newest: Vec<&Metric> = newest.into_values().collect();
+        for chunk in newest.chunks(200) {
+            let mut sql = SqlBuilder::default();
+            sql.push(
                 "INSERT INTO tracking_latest_metrics (tenant_id, project_id, run_id, key, step, \
-                 timestamp, value, is_nan) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (tenant_id, project_id, run_id, key) DO UPDATE SET \
+                 timestamp, value, is_nan) VALUES ",
+            );
+            for (index, metric) in chunk.iter().enumerate() {
+                if index > 0 {
+                    sql.push(", ");
+                }
+                let (value, is_nan) = stored_value(metric.value);
+                sql.list([
+                    Bind::Text(scope.tenant.to_string()),
+                    Bind::Text(scope.project.to_string()),
+                    Bind::Text(run_id.to_owned()),
+                    Bind::Text(metric.key.clone()),
+                    Bind::Int(metric.step),
+                    Bind::Int(metric.timestamp),
+                    Bind::Real(value),
+                    Bind::Int(is_nan),
+                ]);
+            }
+            sql.push(
+                " ON CONFLICT (tenant_id, project_id, run_id, key) DO UPDATE SET \
                  step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, \
-                 is_nan = excluded.is_nan",
-            ))
-            .bind(scope.tenant.as_str())
-            .bind(scope.project.as_str())
-            .bind(run_id)
-            .bind(key)
-            .bind(metric.step)
-            .bind(metric.timestamp)
-            .bind(value)
-            .bind(is_nan)
-            .execute(&mut *tx)
-            .await?;
+                 is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, \
+                 1 - excluded.is_nan, excluded.value) > (tracking_latest_metrics.step, \
+                 tracking_latest_metrics.timestamp, 1 - tracking_latest_metrics.is_nan, \
+                 tracking_latest_metrics.value)",
+            );
+            bind_all(sqlx::query(self.sql(&sql.text)), &sql.binds)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1146,9 +1139,7 @@ impl TrackingStore for SqlTrackingStore {
             run_clause(&mut sql, self.db.dialect(), clause);
         }
         run_order(&mut sql, order_by);
-        sql.push(" LIMIT ? OFFSET ?")
-            .bind(Bind::Int(i64::from(max_results) + 1))
-            .bind(Bind::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
+        sql.page(max_results, offset);
         let rows = self.fetch_all(&sql).await?;
         let infos = rows
             .iter()
@@ -1373,9 +1364,8 @@ impl TrackingStore for SqlTrackingStore {
         if let Some(name) = name {
             sql.push(" AND name = ?").text(name);
         }
-        sql.push(" ORDER BY creation_time DESC, model_id LIMIT ? OFFSET ?")
-            .bind(Bind::Int(i64::from(max_results) + 1))
-            .bind(Bind::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
+        sql.push(" ORDER BY creation_time DESC, model_id")
+            .page(max_results, offset);
         let rows = self.fetch_all(&sql).await?;
         let ids: Vec<String> = rows
             .iter()
@@ -1599,9 +1589,7 @@ impl TrackingStore for SqlTrackingStore {
             registry_clause(&mut sql, self.db.dialect(), scope, "m", clause);
         }
         column_order(&mut sql, "m", order_by, "m.name ASC");
-        sql.push(" LIMIT ? OFFSET ?")
-            .bind(Bind::Int(i64::from(max_results) + 1))
-            .bind(Bind::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
+        sql.page(max_results, offset);
         let rows = self.fetch_all(&sql).await?;
         let models = rows
             .iter()
@@ -1846,9 +1834,7 @@ impl TrackingStore for SqlTrackingStore {
             registry_clause(&mut sql, self.db.dialect(), scope, "v", clause);
         }
         column_order(&mut sql, "v", order_by, "v.name ASC, v.version DESC");
-        sql.push(" LIMIT ? OFFSET ?")
-            .bind(Bind::Int(i64::from(max_results) + 1))
-            .bind(Bind::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
+        sql.page(max_results, offset);
         let rows = self.fetch_all(&sql).await?;
         let versions = rows
             .iter()

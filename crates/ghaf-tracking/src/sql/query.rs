@@ -40,6 +40,14 @@ impl SqlBuilder {
         self.bind(Bind::Text(value.to_owned()))
     }
 
+    /// Appends ` LIMIT ? OFFSET ?` for one page of `max_results` rows, asking for one row
+    /// more so [`super::page`] can tell whether a next page exists.
+    pub fn page(&mut self, max_results: u32, offset: u64) -> &mut Self {
+        self.push(" LIMIT ? OFFSET ?")
+            .bind(Bind::Int(i64::from(max_results) + 1))
+            .bind(Bind::Int(i64::try_from(offset).unwrap_or(i64::MAX)))
+    }
+
     /// Appends `(?, ?, …)` with one placeholder per value.
     pub fn list(&mut self, values: impl IntoIterator<Item = Bind>) -> &mut Self {
         self.text.push('(');

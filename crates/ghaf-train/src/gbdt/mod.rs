@@ -332,6 +332,71 @@ pub fn train_gbdt(
     validation: Option<&Dataset>,
     params: &GbdtParams,
 ) -> Result<GbdtTraining, TrainError> {
+    train_gbdt_resumable(train, validation, params, &mut TrainingControl::default())
+}
+
+/// The state of a training run after some rounds: every tree grown so far, with what the
+/// loop needs to continue exactly where it stopped.
+///
+/// A run resumed from a checkpoint of the same data and parameters produces the same model,
+/// bit for bit, as a run that was never interrupted. Training has no random steps, and the
+/// scores of the kept trees are recomputed by adding their leaf values in tree order, as
+/// training does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GbdtCheckpoint {
+    /// Rounds completed: the number of trees in `trees`.
+    pub rounds: usize,
+    pub params: GbdtParams,
+    pub features: Vec<Feature>,
+    pub train_rows: usize,
+    pub validation_rows: usize,
+    pub base_score: f64,
+    pub trees: Vec<Tree>,
+    /// (feature, gain) of every split, per tree.
+    pub tree_splits: Vec<Vec<(usize, f64)>>,
+    pub history: TrainingHistory,
+    /// Best validation loss so far (early stopping); `None` before the first validated round.
+    pub best_loss: Option<f64>,
+    /// Number of trees at the round with the best validation loss.
+    pub best_n_trees: usize,
+}
+
+impl GbdtCheckpoint {
+    /// Serialises the checkpoint as JSON whose floats read back bit for bit.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a checkpoint serialises to JSON")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, TrainError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| TrainError::InvalidModel(format!("invalid GBDT checkpoint: {e}")))
+    }
+}
+
+/// Receives each checkpoint of a training run; an error stops training and is returned.
+pub type CheckpointSink<'a> = &'a mut dyn FnMut(&GbdtCheckpoint) -> Result<(), TrainError>;
+
+/// Hooks into a training run: resuming from a checkpoint, writing checkpoints, and stopping.
+#[derive(Default)]
+pub struct TrainingControl<'a> {
+    /// Checkpoint to continue from; it must come from the same data and parameters.
+    pub resume: Option<GbdtCheckpoint>,
+    /// Calls `on_checkpoint` after every this many rounds; 0 writes none.
+    pub checkpoint_every: usize,
+    /// Receives each checkpoint. An error stops training and is returned.
+    pub on_checkpoint: Option<CheckpointSink<'a>>,
+    /// Checked before every round; returning true stops training with [`TrainError::Stopped`]
+    /// after writing a checkpoint of the rounds completed (when `on_checkpoint` is set).
+    pub should_stop: Option<&'a (dyn Fn() -> bool + Sync)>,
+}
+
+/// [`train_gbdt`] with checkpoints, resumption and a stop check (see [`TrainingControl`]).
+pub fn train_gbdt_resumable(
+    train: &Dataset,
+    validation: Option<&Dataset>,
+    params: &GbdtParams,
+    control: &mut TrainingControl<'_>,
+) -> Result<GbdtTraining, TrainError> {
     params.validate()?;
     check_inputs(train, validation, params)?;
 
@@ -342,6 +407,10 @@ pub fn train_gbdt(
     let base_score = objective.base_score(labels);
 
     let mut train_scores = vec![base_score; train.n_rows()];
+    let train_rows: Vec<Vec<f64>> = match &control.resume {
+        Some(_) => (0..train.n_rows()).map(|r| train.row(r)).collect(),
+        None => Vec::new(),
+    };
     let validation_rows: Vec<Vec<f64>> = validation
         .map(|v| (0..v.n_rows()).map(|r| v.row(r)).collect())
         .unwrap_or_default();
@@ -353,13 +422,75 @@ pub fn train_gbdt(
 
     let mut grower = TreeGrower::new(&binned, params);
     let mut gradients = vec![[0.0; 2]; train.n_rows()];
-    let mut trees = Vec::new();
+    let mut trees: Vec<Tree> = Vec::new();
     let mut tree_splits: Vec<Vec<(usize, f64)>> = Vec::new();
     let mut history = TrainingHistory::default();
     let mut best_loss = f64::INFINITY;
     let mut best_n_trees = 0;
 
-    for _round in 0..params.n_estimators {
+    if let Some(checkpoint) = control.resume.take() {
+        check_checkpoint(
+            &checkpoint,
+            params,
+            &features,
+            train,
+            validation,
+            base_score,
+        )?;
+        for (n, tree) in checkpoint.trees.iter().enumerate() {
+            for (score, row) in train_scores.iter_mut().zip(&train_rows) {
+                *score += tree.predict(row);
+            }
+            for (score, row) in validation_scores.iter_mut().zip(&validation_rows) {
+                *score += tree.predict(row);
+            }
+            if n + 1 == checkpoint.best_n_trees {
+                best_train_scores.clone_from(&train_scores);
+                best_validation_scores.clone_from(&validation_scores);
+            }
+        }
+        trees = checkpoint.trees;
+        tree_splits = checkpoint.tree_splits;
+        history = checkpoint.history;
+        best_loss = checkpoint.best_loss.unwrap_or(f64::INFINITY);
+        best_n_trees = checkpoint.best_n_trees;
+    }
+
+    let make_checkpoint = |trees: &Vec<Tree>,
+                           tree_splits: &Vec<Vec<(usize, f64)>>,
+                           history: &TrainingHistory,
+                           best_loss: f64,
+                           best_n_trees: usize| GbdtCheckpoint {
+        rounds: trees.len(),
+        params: params.clone(),
+        features: features.clone(),
+        train_rows: train.n_rows(),
+        validation_rows: validation_rows.len(),
+        base_score,
+        trees: trees.clone(),
+        tree_splits: tree_splits.clone(),
+        history: history.clone(),
+        best_loss: best_loss.is_finite().then_some(best_loss),
+        best_n_trees,
+    };
+
+    let mut stopped_early = false;
+    while trees.len() < params.n_estimators && !stopped_early {
+        if control.should_stop.is_some_and(|stop| stop()) {
+            if let Some(on_checkpoint) = control.on_checkpoint.as_mut() {
+                on_checkpoint(&make_checkpoint(
+                    &trees,
+                    &tree_splits,
+                    &history,
+                    best_loss,
+                    best_n_trees,
+                ))?;
+            }
+            return Err(TrainError::Stopped {
+                rounds: trees.len(),
+            });
+        }
+
         for ((gradient, &score), &label) in gradients.iter_mut().zip(&train_scores).zip(labels) {
             *gradient = objective.gradient(score, label);
         }
@@ -378,24 +509,37 @@ pub fn train_gbdt(
                 .train_loss
                 .push(objective.loss(labels, &train_scores));
         }
-        if validation.is_none() {
-            continue;
+        if validation.is_some() {
+            let loss = objective.loss(validation_labels, &validation_scores);
+            history.validation_loss.push(loss);
+            if params.early_stopping_rounds.is_some() {
+                if loss < best_loss {
+                    best_loss = loss;
+                    best_n_trees = trees.len();
+                    best_train_scores.clone_from(&train_scores);
+                    best_validation_scores.clone_from(&validation_scores);
+                } else if params
+                    .early_stopping_rounds
+                    .is_some_and(|rounds| trees.len() - best_n_trees >= rounds)
+                {
+                    stopped_early = true;
+                }
+            }
         }
-        let loss = objective.loss(validation_labels, &validation_scores);
-        history.validation_loss.push(loss);
-        if params.early_stopping_rounds.is_none() {
-            continue;
-        }
-        if loss < best_loss {
-            best_loss = loss;
-            best_n_trees = trees.len();
-            best_train_scores.clone_from(&train_scores);
-            best_validation_scores.clone_from(&validation_scores);
-        } else if params
-            .early_stopping_rounds
-            .is_some_and(|rounds| trees.len() - best_n_trees >= rounds)
+
+        if control.checkpoint_every > 0
+            && trees.len().is_multiple_of(control.checkpoint_every)
+            && trees.len() < params.n_estimators
+            && !stopped_early
+            && let Some(on_checkpoint) = control.on_checkpoint.as_mut()
         {
-            break;
+            on_checkpoint(&make_checkpoint(
+                &trees,
+                &tree_splits,
+                &history,
+                best_loss,
+                best_n_trees,
+            ))?;
         }
     }
 
@@ -437,6 +581,45 @@ pub fn train_gbdt(
             .map(|s| objective.transform(s))
             .collect(),
     })
+}
+
+/// Rejects a checkpoint that was written for other data or parameters, because resuming
+/// from it would not reproduce an uninterrupted run.
+fn check_checkpoint(
+    checkpoint: &GbdtCheckpoint,
+    params: &GbdtParams,
+    features: &[Feature],
+    train: &Dataset,
+    validation: Option<&Dataset>,
+    base_score: f64,
+) -> Result<(), TrainError> {
+    let mismatch = |what: &str| {
+        Err(TrainError::InvalidParameter(format!(
+            "the checkpoint was written for other {what}; delete it to train from the start"
+        )))
+    };
+    if &checkpoint.params != params {
+        return mismatch("training parameters");
+    }
+    if checkpoint.features != features {
+        return mismatch("features");
+    }
+    if checkpoint.train_rows != train.n_rows()
+        || checkpoint.validation_rows != validation.map_or(0, Dataset::n_rows)
+        || checkpoint.base_score.to_bits() != base_score.to_bits()
+    {
+        return mismatch("training data");
+    }
+    if checkpoint.rounds != checkpoint.trees.len()
+        || checkpoint.tree_splits.len() != checkpoint.trees.len()
+        || checkpoint.trees.len() > params.n_estimators
+        || checkpoint.best_n_trees > checkpoint.trees.len()
+    {
+        return Err(TrainError::InvalidModel(
+            "the checkpoint's tree count, split list and best round disagree".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_inputs(

@@ -1,7 +1,7 @@
 //! Run, metric and logged-model routes.
 
-use axum::Json;
 use axum::http::Method;
+use axum::{Extension, Json};
 use ghaf_auth::Action;
 use ghaf_tracking::filter::{Comparator, Literal, RunFilter, parse_clauses, parse_run_order};
 use ghaf_tracking::{
@@ -19,6 +19,20 @@ use super::{Ctx, Params, body_route, get_route, max_results, page_offset, page_t
 use crate::api::ApiRouter;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
+use crate::middleware::AuditDetails;
+
+/// Response of a run write: the audit details that name the run, and the JSON body.
+type Audited = Result<(Extension<AuditDetails>, Json<Value>), ApiError>;
+
+/// Names the run a write changed, and the keys in `extra`, in the call's audit entry. Metric,
+/// param and tag values stay out of the audit log.
+fn audited(run_id: &str, extra: Value, body: Value) -> Audited {
+    let mut details = json!({ "run_id": run_id });
+    if let (Value::Object(target), Value::Object(more)) = (&mut details, extra) {
+        target.extend(more);
+    }
+    Ok((Extension(AuditDetails(details)), Json(body)))
+}
 
 pub fn register(api: &mut ApiRouter) {
     use Action::{TrackingRead, TrackingWrite};
@@ -232,7 +246,7 @@ struct CreateRequest {
     tags: Vec<KeyValue>,
 }
 
-async fn create(ctx: Ctx, ApiJson(body): ApiJson<CreateRequest>) -> Result<Json<Value>, ApiError> {
+async fn create(ctx: Ctx, ApiJson(body): ApiJson<CreateRequest>) -> Audited {
     let experiment_id = match body.experiment_id.as_deref().filter(|id| !id.is_empty()) {
         Some(id) => wire::experiment_id("experiment_id", id)?,
         None => ghaf_tracking::DEFAULT_EXPERIMENT_ID,
@@ -258,7 +272,11 @@ async fn create(ctx: Ctx, ApiJson(body): ApiJson<CreateRequest>) -> Result<Json<
             },
         )
         .await?;
-    Ok(Json(json!({ "run": wire::run(&run) })))
+    audited(
+        &run.info.run_id,
+        json!({ "experiment_id": run.info.experiment_id.to_string() }),
+        json!({ "run": wire::run(&run) }),
+    )
 }
 
 async fn get(ctx: Ctx, params: Params) -> Result<Json<Value>, ApiError> {
@@ -279,7 +297,7 @@ struct UpdateRequest {
     run_name: Option<String>,
 }
 
-async fn update(ctx: Ctx, ApiJson(body): ApiJson<UpdateRequest>) -> Result<Json<Value>, ApiError> {
+async fn update(ctx: Ctx, ApiJson(body): ApiJson<UpdateRequest>) -> Audited {
     let status = body.status.as_deref().map(run_status).transpose()?;
     let info = ctx
         .service
@@ -294,23 +312,29 @@ async fn update(ctx: Ctx, ApiJson(body): ApiJson<UpdateRequest>) -> Result<Json<
             },
         )
         .await?;
-    Ok(Json(json!({ "run_info": wire::run_info(&info) })))
+    audited(
+        &info.run_id,
+        json!({ "status": info.status.as_str() }),
+        json!({ "run_info": wire::run_info(&info) }),
+    )
 }
 
-async fn delete(ctx: Ctx, ApiJson(body): ApiJson<RunRef>) -> Result<Json<Value>, ApiError> {
+async fn delete(ctx: Ctx, ApiJson(body): ApiJson<RunRef>) -> Audited {
+    let run_id = body.id()?;
     ctx.service
         .store()
-        .set_run_stage(&ctx.scope, body.id()?, LifecycleStage::Deleted)
+        .set_run_stage(&ctx.scope, run_id, LifecycleStage::Deleted)
         .await?;
-    Ok(Json(json!({})))
+    audited(run_id, json!({}), json!({}))
 }
 
-async fn restore(ctx: Ctx, ApiJson(body): ApiJson<RunRef>) -> Result<Json<Value>, ApiError> {
+async fn restore(ctx: Ctx, ApiJson(body): ApiJson<RunRef>) -> Audited {
+    let run_id = body.id()?;
     ctx.service
         .store()
-        .set_run_stage(&ctx.scope, body.id()?, LifecycleStage::Active)
+        .set_run_stage(&ctx.scope, run_id, LifecycleStage::Active)
         .await?;
-    Ok(Json(json!({})))
+    audited(run_id, json!({}), json!({}))
 }
 
 #[derive(Deserialize)]
@@ -323,47 +347,41 @@ struct KeyValueRequest {
     value: String,
 }
 
-async fn log_parameter(
-    ctx: Ctx,
-    ApiJson(body): ApiJson<KeyValueRequest>,
-) -> Result<Json<Value>, ApiError> {
+async fn log_parameter(ctx: Ctx, ApiJson(body): ApiJson<KeyValueRequest>) -> Audited {
+    let run_id = body.run.id()?;
     let param = Param {
-        key: body.key,
-        value: body.value,
+        key: body.key.clone(),
+        value: body.value.clone(),
     };
     check_param(&param)?;
     ctx.service
         .store()
-        .log_batch(&ctx.scope, body.run.id()?, &[], &[param], &[])
+        .log_batch(&ctx.scope, run_id, &[], &[param], &[])
         .await?;
-    Ok(Json(json!({})))
+    audited(run_id, json!({ "params": [body.key] }), json!({}))
 }
 
-async fn set_tag(
-    ctx: Ctx,
-    ApiJson(body): ApiJson<KeyValueRequest>,
-) -> Result<Json<Value>, ApiError> {
+async fn set_tag(ctx: Ctx, ApiJson(body): ApiJson<KeyValueRequest>) -> Audited {
+    let run_id = body.run.id()?;
     let tag = Tag {
-        key: body.key,
-        value: body.value,
+        key: body.key.clone(),
+        value: body.value.clone(),
     };
     check_tag(&tag)?;
     ctx.service
         .store()
-        .log_batch(&ctx.scope, body.run.id()?, &[], &[], &[tag])
+        .log_batch(&ctx.scope, run_id, &[], &[], &[tag])
         .await?;
-    Ok(Json(json!({})))
+    audited(run_id, json!({ "tags": [body.key] }), json!({}))
 }
 
-async fn delete_tag(
-    ctx: Ctx,
-    ApiJson(body): ApiJson<KeyValueRequest>,
-) -> Result<Json<Value>, ApiError> {
+async fn delete_tag(ctx: Ctx, ApiJson(body): ApiJson<KeyValueRequest>) -> Audited {
+    let run_id = body.run.id()?;
     ctx.service
         .store()
-        .delete_run_tag(&ctx.scope, body.run.id()?, &body.key)
+        .delete_run_tag(&ctx.scope, run_id, &body.key)
         .await?;
-    Ok(Json(json!({})))
+    audited(run_id, json!({ "deleted_tags": [body.key] }), json!({}))
 }
 
 #[derive(Deserialize)]
@@ -402,17 +420,15 @@ struct LogMetricRequest {
     metric: MetricBody,
 }
 
-async fn log_metric(
-    ctx: Ctx,
-    ApiJson(body): ApiJson<LogMetricRequest>,
-) -> Result<Json<Value>, ApiError> {
+async fn log_metric(ctx: Ctx, ApiJson(body): ApiJson<LogMetricRequest>) -> Audited {
     let run_id = body.run.id()?.to_owned();
     let metric = body.metric.metric()?;
+    let details = json!({ "metrics": [metric.key], "step": metric.step });
     ctx.service
         .store()
         .log_batch(&ctx.scope, &run_id, &[metric], &[], &[])
         .await?;
-    Ok(Json(json!({})))
+    audited(&run_id, details, json!({}))
 }
 
 #[derive(Deserialize)]
@@ -427,10 +443,7 @@ struct LogBatchRequest {
     tags: Vec<KeyValue>,
 }
 
-async fn log_batch(
-    ctx: Ctx,
-    ApiJson(body): ApiJson<LogBatchRequest>,
-) -> Result<Json<Value>, ApiError> {
+async fn log_batch(ctx: Ctx, ApiJson(body): ApiJson<LogBatchRequest>) -> Audited {
     let limits = [
         ("metrics", body.metrics.len(), MAX_BATCH_METRICS),
         ("params", body.params.len(), MAX_BATCH_PARAMS),
@@ -474,11 +487,29 @@ async fn log_batch(
     for tag in &tags {
         check_tag(tag)?;
     }
+    let details = json!({
+        "metrics": distinct_keys(metrics.iter().map(|m| m.key.as_str())),
+        "metric_values": metrics.len(),
+        "params": distinct_keys(params.iter().map(|p| p.key.as_str())),
+        "tags": distinct_keys(tags.iter().map(|t| t.key.as_str())),
+    });
     ctx.service
         .store()
         .log_batch(&ctx.scope, &run_id, &metrics, &params, &tags)
         .await?;
-    Ok(Json(json!({})))
+    audited(&run_id, details, json!({}))
+}
+
+/// Most keys of each kind that the audit entry of a batch lists.
+const MAX_AUDITED_KEYS: usize = 100;
+
+/// The distinct keys of a batch in first-seen order, at most [`MAX_AUDITED_KEYS`], so the
+/// audit entry of a batch of 1,000 metrics stays small.
+fn distinct_keys<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    keys.filter(|key| seen.insert(*key))
+        .take(MAX_AUDITED_KEYS)
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -546,10 +577,7 @@ struct OutputBody {
     step: Option<Int>,
 }
 
-async fn outputs(
-    ctx: Ctx,
-    ApiJson(body): ApiJson<OutputsRequest>,
-) -> Result<Json<Value>, ApiError> {
+async fn outputs(ctx: Ctx, ApiJson(body): ApiJson<OutputsRequest>) -> Audited {
     let outputs: Vec<ModelOutput> = body
         .models
         .iter()
@@ -561,11 +589,13 @@ async fn outputs(
     if outputs.iter().any(|o| o.model_id.is_empty()) {
         return Err(super::missing("models.model_id"));
     }
+    let run_id = body.run.id()?;
     ctx.service
         .store()
-        .log_outputs(&ctx.scope, body.run.id()?, &outputs)
+        .log_outputs(&ctx.scope, run_id, &outputs)
         .await?;
-    Ok(Json(json!({})))
+    let models: Vec<&str> = outputs.iter().map(|o| o.model_id.as_str()).collect();
+    audited(run_id, json!({ "models": models }), json!({}))
 }
 
 async fn metric_history(ctx: Ctx, params: Params) -> Result<Json<Value>, ApiError> {

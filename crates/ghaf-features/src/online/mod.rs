@@ -1,0 +1,214 @@
+//! The online store: the latest feature row per entity key of each view version, for
+//! low-latency reads.
+//!
+//! Every key carries the tenant, project, view and view version, then the entity key with
+//! its join-key names sorted. A write replaces the stored row only when it is not older by
+//! (event time, created time), so a late or replayed write never overwrites a newer one. An
+//! equal pair overwrites, which makes replaying the same run idempotent. The TTL is applied
+//! on read: a value older than `now - ttl` comes back as `OUTSIDE_MAX_AGE`.
+
+mod embedded;
+mod redis_store;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use ghaf_core::{ProjectId, TenantId};
+use serde::{Deserialize, Serialize};
+
+pub use embedded::RedbOnlineStore;
+pub use redis_store::RedisOnlineStore;
+
+use crate::FeatureError;
+
+/// Names the key space of one view version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnlineScope {
+    pub tenant: TenantId,
+    pub project: ProjectId,
+    pub view: String,
+    pub version: i64,
+}
+
+impl OnlineScope {
+    /// Returns the storage key of an entity key: the scope, then the key's encoded bytes.
+    pub fn key(&self, entity: &EntityKey) -> Vec<u8> {
+        let mut key = format!(
+            "{}/{}/{}@v{}/",
+            self.tenant.as_str(),
+            self.project.as_str(),
+            self.view,
+            self.version
+        )
+        .into_bytes();
+        key.extend_from_slice(&entity.encode());
+        key
+    }
+}
+
+/// A join-key value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KeyValue {
+    Int(i64),
+    Text(String),
+}
+
+/// An entity key: join-key column names and values, sorted by name so that the encoding
+/// does not depend on the order a request lists them in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntityKey(BTreeMap<String, KeyValue>);
+
+impl EntityKey {
+    pub fn new(parts: impl IntoIterator<Item = (String, KeyValue)>) -> Self {
+        EntityKey(parts.into_iter().collect())
+    }
+
+    /// Returns the canonical encoding: JSON of the sorted (name, value) pairs.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.0).unwrap_or_default()
+    }
+}
+
+/// One stored feature row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OnlineRow {
+    /// Event time in microseconds since the Unix epoch; `i64::MIN` for static rows.
+    #[serde(rename = "e")]
+    pub event_micros: i64,
+    /// Created time in microseconds; `i64::MIN` when the view has none.
+    #[serde(rename = "c")]
+    pub created_micros: i64,
+    /// Feature values by name, as JSON (numbers, strings, booleans, RFC 3339 times, null).
+    #[serde(rename = "v")]
+    pub values: BTreeMap<String, serde_json::Value>,
+}
+
+impl OnlineRow {
+    /// Returns whether this row may replace `stored`: true unless it is older by (event, created).
+    pub fn supersedes(&self, stored: &OnlineRow) -> bool {
+        (self.event_micros, self.created_micros) >= (stored.event_micros, stored.created_micros)
+    }
+}
+
+/// Result of a batch write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteCounts {
+    /// Rows stored, new or replacing an older row.
+    pub written: u64,
+    /// Rows left out because the stored row was newer.
+    pub skipped: u64,
+}
+
+/// Storage of online feature rows. Implementations must apply the newer-wins rule of
+/// [`OnlineRow::supersedes`] atomically per key.
+#[async_trait]
+pub trait OnlineStore: Send + Sync {
+    /// Writes rows, each replacing the stored row of its key unless that one is newer.
+    async fn write(
+        &self,
+        scope: &OnlineScope,
+        rows: Vec<(EntityKey, OnlineRow)>,
+    ) -> Result<WriteCounts, FeatureError>;
+
+    /// Reads the stored rows of `keys`, in order; `None` for a key without a row.
+    async fn read(
+        &self,
+        scope: &OnlineScope,
+        keys: &[EntityKey],
+    ) -> Result<Vec<Option<OnlineRow>>, FeatureError>;
+
+    /// Name of the backend for logs and errors.
+    fn backend(&self) -> &'static str;
+}
+
+/// Status of one returned value, named as in Feast's serving API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FieldStatus {
+    Present,
+    NullValue,
+    NotFound,
+    OutsideMaxAge,
+}
+
+/// One value read from the online store, with its status and event time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OnlineValue {
+    pub value: serde_json::Value,
+    pub status: FieldStatus,
+    /// Event time of the row it came from; `None` when not found or static.
+    pub event_micros: Option<i64>,
+}
+
+/// Resolves one feature of a stored row to a value and status. With a TTL, a row whose
+/// event time is before `now - ttl` is `OUTSIDE_MAX_AGE` and its value is not returned.
+pub fn resolve(
+    row: Option<&OnlineRow>,
+    feature: &str,
+    ttl: Option<i64>,
+    now_micros: i64,
+) -> OnlineValue {
+    let not_found = OnlineValue {
+        value: serde_json::Value::Null,
+        status: FieldStatus::NotFound,
+        event_micros: None,
+    };
+    let Some(row) = row else { return not_found };
+    let Some(value) = row.values.get(feature) else {
+        return not_found;
+    };
+    let event_micros = (row.event_micros != i64::MIN).then_some(row.event_micros);
+    if let Some(ttl) = ttl
+        && row.event_micros < now_micros.saturating_sub(ttl)
+    {
+        return OnlineValue {
+            value: serde_json::Value::Null,
+            status: FieldStatus::OutsideMaxAge,
+            event_micros,
+        };
+    }
+    let status = if value.is_null() {
+        FieldStatus::NullValue
+    } else {
+        FieldStatus::Present
+    };
+    OnlineValue {
+        value: value.clone(),
+        status,
+        event_micros,
+    }
+}
+
+pub(crate) fn backend_error(
+    backend: &'static str,
+) -> impl Fn(&dyn std::fmt::Display) -> FeatureError {
+    move |error| FeatureError::Online(format!("{backend}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ghaf_core::Name;
+
+    #[test]
+    fn key_sorts_join_key_names() {
+        let a = EntityKey::new([
+            ("origin".to_owned(), KeyValue::Text("JFK".to_owned())),
+            ("carrier".to_owned(), KeyValue::Text("AA".to_owned())),
+        ]);
+        let b = EntityKey::new([
+            ("carrier".to_owned(), KeyValue::Text("AA".to_owned())),
+            ("origin".to_owned(), KeyValue::Text("JFK".to_owned())),
+        ]);
+        assert_eq!(a.encode(), b.encode());
+        let scope = OnlineScope {
+            tenant: TenantId::new(Name::parse("acme").unwrap()),
+            project: ProjectId::from_stored("p1"),
+            view: "weather".to_owned(),
+            version: 2,
+        };
+        let key = String::from_utf8(scope.key(&a)).unwrap();
+        assert_eq!(key, r#"acme/p1/weather@v2/{"carrier":"AA","origin":"JFK"}"#);
+    }
+}

@@ -1,0 +1,1272 @@
+//! [`FeatureStore`]: plans and applies definitions, loads view versions over dataset
+//! versions, builds point-in-time training sets, materialises views into the online store
+//! and serves online reads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{RecordBatch, RecordBatchReader};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, SchemaRef};
+use ghaf_core::{ProjectId, TenantId};
+use ghaf_ingest::{
+    DatasetSchema, DatasetVersion, IngestInput, IngestService, InputFormat, PushFormat, ReadOptions,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::FeatureError;
+use crate::apply::{Change, Plan, PlannedChange, changed_fields, mentions};
+use crate::definition::{Definitions, Entity, FeatureRef, FeatureServiceSpec, KeyType};
+use crate::online::{EntityKey, KeyValue, OnlineRow, OnlineScope, OnlineStore, resolve};
+use crate::push::{PushTarget, batch_of, rows_of};
+use crate::store::{FeatureDb, Materialization, StoredView};
+use crate::training::{ViewSelection, point_in_time_join, timestamp_column};
+use crate::value::json_value;
+use crate::view::{CompiledView, FeatureTable};
+
+/// View versions kept compiled with their feature tables, so repeated training sets over the
+/// same dataset versions skip reading and computing them again.
+const CACHED_TABLES: usize = 8;
+
+/// Rows per online-store write batch during materialisation.
+const MATERIALIZE_BATCH: usize = 10_000;
+
+/// The stored definitions of a project.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Registry {
+    pub entities: Vec<Entity>,
+    /// The latest version of each view.
+    pub feature_views: Vec<StoredView>,
+    pub feature_services: Vec<FeatureServiceSpec>,
+}
+
+/// A view version compiled over one dataset version, with its feature table.
+pub struct LoadedView {
+    pub view: CompiledView,
+    pub table: FeatureTable,
+    pub dataset: String,
+    pub dataset_version: i64,
+}
+
+type CacheKey = (String, String, String, i64, String);
+
+/// Feature selection of a request: a list of references or a feature service.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FeatureSelection {
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
+    #[serde(default)]
+    pub feature_service: Option<String>,
+}
+
+/// The rows a training set is built for.
+pub enum EntitySource {
+    /// A dataset version; the latest when `version` is `None`.
+    Dataset { name: String, version: Option<i64> },
+    /// Rows supplied by the caller, such as an uploaded Parquet file.
+    Rows { batch: RecordBatch, origin: String },
+}
+
+/// A training-set request.
+pub struct TrainingSetRequest {
+    pub entities: EntitySource,
+    pub selection: FeatureSelection,
+    /// Entity-table column with each row's lookup time; see [`timestamp_column`].
+    pub timestamp_column: Option<String>,
+    pub full_feature_names: bool,
+    /// Dataset that receives the training set as a new version; created when missing.
+    pub output_dataset: String,
+}
+
+/// A stored training set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainingSetOutcome {
+    pub dataset: String,
+    pub version: DatasetVersion,
+    /// Lineage of the rows: the entity table and each view version with its dataset version.
+    pub source: String,
+    pub columns: Vec<String>,
+    pub rows: u64,
+}
+
+/// Result of one materialisation run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MaterializeOutcome {
+    pub record: Materialization,
+    pub backend: String,
+}
+
+/// A Feast-shaped online read request.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OnlineRequest {
+    #[serde(flatten)]
+    pub selection: FeatureSelection,
+    /// Join-key column name to one value per entity row.
+    pub entities: BTreeMap<String, Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub full_feature_names: bool,
+}
+
+/// One column of an online response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OnlineColumn {
+    pub values: Vec<serde_json::Value>,
+    pub statuses: Vec<crate::online::FieldStatus>,
+    /// RFC 3339; `1970-01-01T00:00:00Z` when there is no event time, as in Feast.
+    pub event_timestamps: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OnlineMetadata {
+    pub feature_names: Vec<String>,
+}
+
+/// A Feast-shaped online read response: join keys first, then the features in the requested
+/// order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OnlineResponse {
+    pub metadata: OnlineMetadata,
+    pub results: Vec<OnlineColumn>,
+}
+
+/// Online writes of one view during a push.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OnlinePush {
+    pub view: String,
+    pub version: i64,
+    pub written: u64,
+    /// Keys whose stored row was newer than the pushed one.
+    pub skipped: u64,
+}
+
+/// Result of a push.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PushReport {
+    /// The offline push into the dataset, when the push went offline.
+    pub offline: Option<ghaf_ingest::PushOutcome>,
+    pub online: Vec<OnlinePush>,
+    /// Online views over the dataset left out because they have rolling aggregations.
+    pub skipped_views: Vec<String>,
+}
+
+/// One view version referenced by a request, with its features in request order.
+struct ViewGroup {
+    view: String,
+    version: Option<i64>,
+    features: Vec<(usize, String)>,
+}
+
+/// The feature store of all tenants, on one metadata database, ingest service and online
+/// store.
+pub struct FeatureStore {
+    db: FeatureDb,
+    ingest: IngestService,
+    online: Arc<dyn OnlineStore>,
+    cache: Mutex<Vec<(CacheKey, Arc<LoadedView>)>>,
+}
+
+fn now_micros() -> i64 {
+    ghaf_core::now_millis().saturating_mul(1_000)
+}
+
+/// Formats microseconds since the epoch as RFC 3339 UTC.
+pub fn format_micros(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+impl FeatureStore {
+    pub fn new(db: FeatureDb, ingest: IngestService, online: Arc<dyn OnlineStore>) -> Self {
+        Self {
+            db,
+            ingest,
+            online,
+            cache: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn db(&self) -> &FeatureDb {
+        &self.db
+    }
+
+    pub fn online(&self) -> &Arc<dyn OnlineStore> {
+        &self.online
+    }
+
+    pub async fn registry(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+    ) -> Result<Registry, FeatureError> {
+        Ok(Registry {
+            entities: self.db.list_entities(tenant, project).await?,
+            feature_views: self.db.list_views(tenant, project).await?,
+            feature_services: self.db.list_services(tenant, project).await?,
+        })
+    }
+
+    /// Arrow schema of a dataset's current schema version.
+    async fn dataset_schema(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        name: &str,
+        view: &str,
+    ) -> Result<SchemaRef, FeatureError> {
+        let dataset = self
+            .ingest
+            .store()
+            .get_dataset(tenant, project, name)
+            .await
+            .map_err(|error| match error {
+                ghaf_ingest::IngestError::NotFound { .. } => FeatureError::definition(format!(
+                    "feature view {view:?} reads dataset {name:?}, which does not exist in this project"
+                )),
+                other => other.into(),
+            })?;
+        Ok(dataset.schema.arrow_schema())
+    }
+
+    /// Compares `definitions` with the stored ones and checks every view against its
+    /// dataset's schema. Nothing is written.
+    pub async fn plan(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        definitions: &Definitions,
+    ) -> Result<Plan, FeatureError> {
+        let stored = self.registry(tenant, project).await?;
+        let stored_views: Vec<_> = stored
+            .feature_views
+            .iter()
+            .map(|v| v.spec.clone())
+            .collect();
+        definitions.validate(&stored.entities, &stored_views)?;
+
+        let mut entities: Vec<Entity> = definitions.entities.clone();
+        for entity in &stored.entities {
+            if !entities.iter().any(|e| e.name == entity.name) {
+                entities.push(entity.clone());
+            }
+        }
+
+        let mut changes = Vec::new();
+        for entity in &definitions.entities {
+            let old = stored.entities.iter().find(|e| e.name == entity.name);
+            let change = match old {
+                None => Change::Create,
+                Some(old) if old == entity => Change::Unchanged,
+                Some(_) => Change::Update { version: None },
+            };
+            changes.push(PlannedChange {
+                kind: "entity".to_owned(),
+                name: entity.name.clone(),
+                fields: old.map(|o| changed_fields(o, entity)).unwrap_or_default(),
+                change,
+            });
+        }
+
+        let mut views = Vec::new();
+        for spec in &definitions.feature_views {
+            let schema = self
+                .dataset_schema(tenant, project, &spec.source.dataset, &spec.name)
+                .await?;
+            CompiledView::compile(spec, 0, &entities, &schema)?;
+            let fingerprint = spec.fingerprint(&entities);
+            let old = stored.feature_views.iter().find(|v| v.name == spec.name);
+            let change = match old {
+                None => Change::Create,
+                Some(old) if old.fingerprint != fingerprint => Change::NewVersion {
+                    from: old.version,
+                    to: old.version + 1,
+                },
+                Some(old) if &old.spec != spec => Change::Update {
+                    version: Some(old.version),
+                },
+                Some(_) => Change::Unchanged,
+            };
+            changes.push(PlannedChange {
+                kind: "feature_view".to_owned(),
+                name: spec.name.clone(),
+                fields: old
+                    .map(|o| changed_fields(&o.spec, spec))
+                    .unwrap_or_default(),
+                change: change.clone(),
+            });
+            views.push((spec.clone(), fingerprint, change));
+        }
+
+        for service in &definitions.feature_services {
+            let old = stored
+                .feature_services
+                .iter()
+                .find(|s| s.name == service.name);
+            let change = match old {
+                None => Change::Create,
+                Some(old) if old == service => Change::Unchanged,
+                Some(_) => Change::Update { version: None },
+            };
+            changes.push(PlannedChange {
+                kind: "feature_service".to_owned(),
+                name: service.name.clone(),
+                fields: old.map(|o| changed_fields(o, service)).unwrap_or_default(),
+                change,
+            });
+        }
+
+        let mut kept = Vec::new();
+        for entity in &stored.entities {
+            if !mentions(definitions, "entity", &entity.name) {
+                kept.push(format!("entity {}", entity.name));
+            }
+        }
+        for view in &stored.feature_views {
+            if !mentions(definitions, "feature_view", &view.name) {
+                kept.push(format!("feature_view {}", view.name));
+            }
+        }
+        for service in &stored.feature_services {
+            if !mentions(definitions, "feature_service", &service.name) {
+                kept.push(format!("feature_service {}", service.name));
+            }
+        }
+
+        Ok(Plan {
+            changes,
+            kept,
+            entities: definitions.entities.clone(),
+            views,
+            services: definitions.feature_services.clone(),
+        })
+    }
+
+    /// Writes a plan: entities, then views, then services. A view changed by another apply
+    /// since the plan was made fails with `Conflict` and leaves that view as it was.
+    pub async fn apply(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        plan: &Plan,
+        actor: &str,
+    ) -> Result<(), FeatureError> {
+        for (entity, change) in plan.entities.iter().zip(&plan.changes) {
+            if change.change != Change::Unchanged {
+                self.db
+                    .upsert_entity(tenant, project, entity, actor)
+                    .await?;
+            }
+        }
+        for (spec, fingerprint, change) in &plan.views {
+            match change {
+                Change::Create => {
+                    self.db
+                        .insert_view_version(tenant, project, spec, 1, fingerprint, actor)
+                        .await?;
+                }
+                Change::NewVersion { to, .. } => {
+                    self.db
+                        .insert_view_version(tenant, project, spec, *to, fingerprint, actor)
+                        .await?;
+                }
+                Change::Update {
+                    version: Some(version),
+                } => {
+                    self.db
+                        .update_view_in_place(tenant, project, spec, *version, fingerprint)
+                        .await?;
+                }
+                Change::Update { version: None } | Change::Unchanged => {}
+            }
+        }
+        let service_changes = plan.changes.iter().filter(|c| c.kind == "feature_service");
+        for (service, change) in plan.services.iter().zip(service_changes) {
+            if change.change != Change::Unchanged {
+                self.db
+                    .upsert_service(tenant, project, service, actor)
+                    .await?;
+            }
+        }
+        tracing::info!(
+            tenant = %tenant,
+            project = %project,
+            actor,
+            changes = plan.changes.iter().filter(|c| c.change != Change::Unchanged).count(),
+            "applied feature definitions"
+        );
+        Ok(())
+    }
+
+    /// Returns the dataset version a view version reads: its pinned version or the latest.
+    async fn source_version(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        stored: &StoredView,
+    ) -> Result<(ghaf_ingest::Dataset, DatasetVersion), FeatureError> {
+        let source = &stored.spec.source;
+        let dataset = self
+            .ingest
+            .store()
+            .get_dataset(tenant, project, &source.dataset)
+            .await?;
+        let version = match source.version {
+            Some(number) => {
+                self.ingest
+                    .store()
+                    .get_version(tenant, &dataset.id, number)
+                    .await?
+            }
+            None => self
+                .ingest
+                .store()
+                .list_versions(tenant, &dataset.id)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| FeatureError::NotFound {
+                    what: "dataset version",
+                    name: format!(
+                        "{} (the dataset has no versions; ingest data first)",
+                        source.dataset
+                    ),
+                })?,
+        };
+        Ok((dataset, version))
+    }
+
+    /// Reads a dataset version's rows into one batch.
+    async fn read_version(
+        &self,
+        tenant: &TenantId,
+        version: &DatasetVersion,
+    ) -> Result<RecordBatch, FeatureError> {
+        let digest = IngestService::digest(&version.content_digest)?;
+        let bytes = self.ingest.blobs().get(tenant, &digest).await?;
+        tokio::task::spawn_blocking(move || {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+            let schema = reader.schema();
+            let batches = reader.collect::<Result<Vec<_>, _>>()?;
+            Ok(concat_batches(&schema, &batches)?)
+        })
+        .await
+        .map_err(|error| FeatureError::Online(format!("the read worker stopped: {error}")))?
+    }
+
+    /// Loads a view version over its dataset version: compiled, with its feature table.
+    pub async fn load_view(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Arc<LoadedView>, FeatureError> {
+        let stored = self.db.get_view(tenant, project, name, version).await?;
+        let (dataset, dataset_version) = self.source_version(tenant, project, &stored).await?;
+        let key: CacheKey = (
+            tenant.as_str().to_owned(),
+            project.as_str().to_owned(),
+            format!("{}#{}", stored.name, stored.updated_at),
+            stored.version,
+            dataset_version.content_digest.clone(),
+        );
+        if let Some(found) = self.cached(&key) {
+            return Ok(found);
+        }
+
+        let batch = self.read_version(tenant, &dataset_version).await?;
+        let entities = self.db.list_entities(tenant, project).await?;
+        let view = CompiledView::compile(&stored.spec, stored.version, &entities, &batch.schema())?;
+        let (view, table) = tokio::task::spawn_blocking(move || {
+            let table = view.table(&batch)?;
+            Ok::<_, FeatureError>((view, table))
+        })
+        .await
+        .map_err(|error| FeatureError::Online(format!("the feature worker stopped: {error}")))??;
+        let loaded = Arc::new(LoadedView {
+            view,
+            table,
+            dataset: dataset.name,
+            dataset_version: dataset_version.version,
+        });
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.push((key, loaded.clone()));
+        if cache.len() > CACHED_TABLES {
+            cache.remove(0);
+        }
+        Ok(loaded)
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<Arc<LoadedView>> {
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    /// Resolves a selection to views and features, in request order. A whole-view entry of
+    /// a service expands to every feature of the view version.
+    async fn resolve_selection(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        selection: &FeatureSelection,
+    ) -> Result<(Vec<ViewGroup>, usize), FeatureError> {
+        let references: Vec<FeatureRef> = match (&selection.features, &selection.feature_service) {
+            (Some(features), None) => {
+                if features.is_empty() {
+                    return Err(FeatureError::InvalidArgument {
+                        argument: "features",
+                        message: "the list is empty; name at least one view:feature".to_owned(),
+                    });
+                }
+                features
+                    .iter()
+                    .map(|f| FeatureRef::parse(f))
+                    .collect::<Result<_, _>>()?
+            }
+            (None, Some(service)) => {
+                let service = self.db.get_service(tenant, project, service).await?;
+                let mut references = Vec::new();
+                for entry in &service.features {
+                    let parsed = FeatureRef::parse_service_entry(entry)?;
+                    if parsed.feature.is_some() {
+                        references.push(parsed);
+                        continue;
+                    }
+                    let stored = self
+                        .db
+                        .get_view(tenant, project, &parsed.view, parsed.version)
+                        .await?;
+                    for feature in &stored.spec.features {
+                        references.push(FeatureRef {
+                            feature: Some(feature.name.clone()),
+                            ..parsed.clone()
+                        });
+                    }
+                }
+                references
+            }
+            _ => {
+                return Err(FeatureError::InvalidArgument {
+                    argument: "features",
+                    message: "give either `features` or `feature_service`, not both or neither"
+                        .to_owned(),
+                });
+            }
+        };
+        let mut groups: Vec<ViewGroup> = Vec::new();
+        for (position, reference) in references.iter().enumerate() {
+            let feature = reference.feature.clone().unwrap_or_default();
+            match groups
+                .iter_mut()
+                .find(|g| g.view == reference.view && g.version == reference.version)
+            {
+                Some(group) => group.features.push((position, feature)),
+                None => groups.push(ViewGroup {
+                    view: reference.view.clone(),
+                    version: reference.version,
+                    features: vec![(position, feature)],
+                }),
+            }
+        }
+        Ok((groups, references.len()))
+    }
+
+    /// Builds a point-in-time training set and stores it as a new version of
+    /// `output_dataset`.
+    pub async fn training_set(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        project_name: &str,
+        request: TrainingSetRequest,
+        actor: &str,
+    ) -> Result<TrainingSetOutcome, FeatureError> {
+        let (entities, origin) = match request.entities {
+            EntitySource::Dataset { name, version } => {
+                let dataset = self
+                    .ingest
+                    .store()
+                    .get_dataset(tenant, project, &name)
+                    .await?;
+                let stored = match version {
+                    Some(number) => {
+                        self.ingest
+                            .store()
+                            .get_version(tenant, &dataset.id, number)
+                            .await?
+                    }
+                    None => self
+                        .ingest
+                        .store()
+                        .list_versions(tenant, &dataset.id)
+                        .await?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| FeatureError::NotFound {
+                            what: "dataset version",
+                            name: format!("{name} (the dataset has no versions)"),
+                        })?,
+                };
+                let batch = self.read_version(tenant, &stored).await?;
+                (batch, format!("{name}@v{}", stored.version))
+            }
+            EntitySource::Rows { batch, origin } => (batch, origin),
+        };
+        let batch = self
+            .join(
+                tenant,
+                project,
+                &entities,
+                &request.selection,
+                request.timestamp_column.as_deref(),
+                request.full_feature_names,
+            )
+            .await?;
+        let (batch, views) = batch;
+        let source = format!("training-set:entities={origin};views={}", views.join(","));
+        let columns: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let rows = batch.num_rows() as u64;
+        let version = self
+            .store_batch(
+                tenant,
+                project,
+                project_name,
+                &request.output_dataset,
+                &batch,
+                &source,
+                actor,
+            )
+            .await?;
+        tracing::info!(
+            tenant = %tenant,
+            project = %project,
+            dataset = %request.output_dataset,
+            version = version.version,
+            rows,
+            "stored training set"
+        );
+        Ok(TrainingSetOutcome {
+            dataset: request.output_dataset,
+            version,
+            source,
+            columns,
+            rows,
+        })
+    }
+
+    /// Joins the selected features to `entities` and returns the batch with the lineage of
+    /// each view (`view@vN(dataset@vM)`).
+    pub async fn join(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        entities: &RecordBatch,
+        selection: &FeatureSelection,
+        timestamp: Option<&str>,
+        full_feature_names: bool,
+    ) -> Result<(RecordBatch, Vec<String>), FeatureError> {
+        let (groups, _) = self.resolve_selection(tenant, project, selection).await?;
+        let mut loaded = Vec::with_capacity(groups.len());
+        for group in &groups {
+            loaded.push(
+                self.load_view(tenant, project, &group.view, group.version)
+                    .await?,
+            );
+        }
+        // Views without an event time need no lookup time, so an entity table of keys
+        // alone is enough when every view is static.
+        let all_static = loaded.iter().all(|l| l.view.spec.event_time.is_none());
+        let timestamp = match timestamp_column(&entities.schema(), timestamp) {
+            Ok(column) => Some(column),
+            Err(_) if all_static && timestamp.is_none() => None,
+            Err(error) => return Err(error),
+        };
+        let mut selections = Vec::with_capacity(groups.len());
+        let mut lineage = Vec::with_capacity(groups.len());
+        for (group, view) in groups.iter().zip(&loaded) {
+            let mut features = Vec::with_capacity(group.features.len());
+            for (_, name) in &group.features {
+                let index = view
+                    .view
+                    .features
+                    .iter()
+                    .position(|f| &f.name == name)
+                    .ok_or_else(|| FeatureError::InvalidReference {
+                        reference: format!("{}:{name}", group.view),
+                        message: format!(
+                            "view {}@v{} has no feature {name:?}",
+                            group.view, view.view.version
+                        ),
+                    })?;
+                features.push(index);
+            }
+            let prefix = match group.version {
+                Some(version) => format!("{}@v{version}", group.view),
+                None => group.view.clone(),
+            };
+            lineage.push(format!(
+                "{}@v{}({}@v{})",
+                group.view, view.view.version, view.dataset, view.dataset_version
+            ));
+            selections.push(ViewSelection {
+                view: &view.view,
+                table: &view.table,
+                features,
+                prefix,
+            });
+        }
+        let batch = point_in_time_join(
+            entities,
+            timestamp.as_deref(),
+            &selections,
+            full_feature_names,
+        )?;
+        Ok((batch, lineage))
+    }
+
+    /// Stores a batch as a new version of a dataset, creating the dataset with a schema that
+    /// matches the batch when it does not exist.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_batch(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        project_name: &str,
+        name: &str,
+        batch: &RecordBatch,
+        source: &str,
+        actor: &str,
+    ) -> Result<DatasetVersion, FeatureError> {
+        let dataset = match self.ingest.store().get_dataset(tenant, project, name).await {
+            Ok(dataset) => dataset,
+            Err(ghaf_ingest::IngestError::NotFound { .. }) => {
+                let schema = dataset_schema_for(batch)?;
+                self.ingest
+                    .create_dataset(
+                        tenant,
+                        project,
+                        name,
+                        "Point-in-time training sets.",
+                        &schema,
+                        actor,
+                    )
+                    .await?
+            }
+            Err(error) => return Err(error.into()),
+        };
+        // Parquet ingest reads the declared columns by name and ignores others, so a batch
+        // whose columns differ from the dataset's would lose features silently.
+        let expected: Vec<&str> = dataset
+            .schema
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let schema = batch.schema();
+        let actual: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        if expected != actual {
+            return Err(FeatureError::InvalidArgument {
+                argument: "output_dataset",
+                message: format!(
+                    "dataset {name:?} has the columns {expected:?}, but the training set has {actual:?}; \
+                     choose another output dataset"
+                ),
+            });
+        }
+        std::fs::create_dir_all(self.ingest.staging_dir())?;
+        let file = tempfile::Builder::new()
+            .prefix("training-set-")
+            .suffix(".parquet")
+            .tempfile_in(self.ingest.staging_dir())?;
+        let path = file.path().to_owned();
+        let writer_batch = batch.clone();
+        let write_path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::fs::File::create(&write_path)?;
+            let mut writer = ArrowWriter::try_new(out, writer_batch.schema(), None)?;
+            writer.write(&writer_batch)?;
+            writer.close()?;
+            Ok::<_, FeatureError>(())
+        })
+        .await
+        .map_err(|error| FeatureError::Online(format!("the write worker stopped: {error}")))??;
+        let options = ReadOptions::new(InputFormat::Parquet);
+        let outcome = self
+            .ingest
+            .ingest(
+                &dataset,
+                project_name,
+                IngestInput {
+                    path: &path,
+                    options: &options,
+                    source,
+                    progress: None,
+                },
+                actor,
+            )
+            .await?;
+        drop(file);
+        Ok(outcome.version)
+    }
+
+    /// Writes the latest row per key with `start <= event time <= end` to the online store
+    /// and records the interval. Without `start`, the run continues from the end of the
+    /// latest recorded interval of this view version, or starts at `end - ttl` (every row
+    /// when the view has no TTL).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn materialize(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        view: &str,
+        version: Option<i64>,
+        start: Option<i64>,
+        end: i64,
+        actor: &str,
+    ) -> Result<MaterializeOutcome, FeatureError> {
+        let loaded = self.load_view(tenant, project, view, version).await?;
+        let compiled = &loaded.view;
+        if !compiled.spec.online {
+            return Err(FeatureError::InvalidArgument {
+                argument: "view",
+                message: format!(
+                    "feature view {view:?} has `online: false`; set it to true to materialise"
+                ),
+            });
+        }
+        let start = match start {
+            Some(start) => start,
+            None => {
+                let runs = self
+                    .db
+                    .list_materializations(tenant, project, view, compiled.version)
+                    .await?;
+                match (runs.first(), compiled.ttl) {
+                    (Some(last), _) => last.end_micros,
+                    (None, Some(ttl)) => end.saturating_sub(ttl),
+                    (None, None) => i64::MIN,
+                }
+            }
+        };
+        if start > end {
+            return Err(FeatureError::InvalidArgument {
+                argument: "start",
+                message: format!(
+                    "the start {} is after the end {}",
+                    format_micros(start),
+                    format_micros(end)
+                ),
+            });
+        }
+
+        let rows = loaded.table.index.latest_in_range(start, end);
+        let scope = OnlineScope {
+            tenant: tenant.clone(),
+            project: project.clone(),
+            view: view.to_owned(),
+            version: compiled.version,
+        };
+        let mut written = 0;
+        let mut skipped = 0;
+        for chunk in rows.chunks(MATERIALIZE_BATCH) {
+            let batch: Vec<(EntityKey, OnlineRow)> = chunk
+                .iter()
+                .map(|&row| online_row(compiled, &loaded.table, row as usize))
+                .collect::<Result<_, _>>()?;
+            // The server logs a failed request once; the message carries the view's ids.
+            let counts = self.online.write(&scope, batch).await.map_err(|error| {
+                FeatureError::Online(format!(
+                    "materialising {view}@v{} of project {project} failed: {error}",
+                    compiled.version
+                ))
+            })?;
+            written += counts.written;
+            skipped += counts.skipped;
+        }
+        let record = Materialization {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            view: view.to_owned(),
+            view_version: compiled.version,
+            dataset_version: loaded.dataset_version,
+            start_micros: start,
+            end_micros: end,
+            keys_written: written,
+            keys_skipped: skipped,
+            created_at: ghaf_core::now_millis(),
+            created_by: actor.to_owned(),
+        };
+        self.db
+            .insert_materialization(tenant, project, &record)
+            .await?;
+        tracing::info!(
+            tenant = %tenant,
+            project = %project,
+            view,
+            version = compiled.version,
+            written,
+            skipped,
+            "materialised feature view"
+        );
+        Ok(MaterializeOutcome {
+            record,
+            backend: self.online.backend().to_owned(),
+        })
+    }
+
+    /// Reads features of entity rows from the online store, in Feast's response shape.
+    pub async fn get_online_features(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        request: &OnlineRequest,
+    ) -> Result<OnlineResponse, FeatureError> {
+        self.get_online_features_at(tenant, project, request, now_micros())
+            .await
+    }
+
+    /// [`FeatureStore::get_online_features`] with the TTL measured from `now` (microseconds).
+    pub async fn get_online_features_at(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        request: &OnlineRequest,
+        now: i64,
+    ) -> Result<OnlineResponse, FeatureError> {
+        let rows = request.entities.values().map(Vec::len).next().unwrap_or(0);
+        if request.entities.is_empty() {
+            return Err(FeatureError::InvalidArgument {
+                argument: "entities",
+                message: "no entity columns given; pass each join key with one value per row"
+                    .to_owned(),
+            });
+        }
+        if let Some((name, values)) = request.entities.iter().find(|(_, v)| v.len() != rows) {
+            return Err(FeatureError::InvalidArgument {
+                argument: "entities",
+                message: format!(
+                    "column {name:?} has {} values, another has {rows}; give every column one value per row",
+                    values.len()
+                ),
+            });
+        }
+        let (groups, feature_count) = self
+            .resolve_selection(tenant, project, &request.selection)
+            .await?;
+        let entities = self.db.list_entities(tenant, project).await?;
+
+        let mut names: Vec<String> = request.entities.keys().cloned().collect();
+        let mut results: Vec<OnlineColumn> = request
+            .entities
+            .values()
+            .map(|values| OnlineColumn {
+                values: values.clone(),
+                statuses: vec![crate::online::FieldStatus::Present; values.len()],
+                event_timestamps: vec![format_micros(0); values.len()],
+            })
+            .collect();
+        let mut features: Vec<Option<(String, OnlineColumn)>> = vec![None; feature_count];
+
+        for group in &groups {
+            let stored = self
+                .db
+                .get_view(tenant, project, &group.view, group.version)
+                .await?;
+            let ttl = stored.spec.ttl_micros()?;
+            let mut keys = Vec::with_capacity(rows);
+            let join_keys: Vec<(String, KeyType)> = stored
+                .spec
+                .entities
+                .iter()
+                .map(|name| {
+                    entities
+                        .iter()
+                        .find(|e| &e.name == name)
+                        .map(|e| (e.join_key().to_owned(), e.value_type))
+                        .ok_or_else(|| FeatureError::NotFound {
+                            what: "entity",
+                            name: name.clone(),
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            for row in 0..rows {
+                let mut parts = Vec::with_capacity(join_keys.len());
+                for (column, key_type) in &join_keys {
+                    let values = request.entities.get(column).ok_or_else(|| {
+                        FeatureError::InvalidArgument {
+                            argument: "entities",
+                            message: format!(
+                                "feature view {:?} needs the join key {column:?}",
+                                group.view
+                            ),
+                        }
+                    })?;
+                    parts.push((column.clone(), key_value(column, &values[row], *key_type)?));
+                }
+                keys.push(EntityKey::new(parts));
+            }
+            let scope = OnlineScope {
+                tenant: tenant.clone(),
+                project: project.clone(),
+                view: group.view.clone(),
+                version: stored.version,
+            };
+            let stored_rows = self.online.read(&scope, &keys).await?;
+            for (position, feature) in &group.features {
+                if stored.spec.feature(feature).is_none() {
+                    return Err(FeatureError::InvalidReference {
+                        reference: format!("{}:{feature}", group.view),
+                        message: format!(
+                            "view {}@v{} has no feature {feature:?}",
+                            group.view, stored.version
+                        ),
+                    });
+                }
+                let mut column = OnlineColumn {
+                    values: Vec::with_capacity(rows),
+                    statuses: Vec::with_capacity(rows),
+                    event_timestamps: Vec::with_capacity(rows),
+                };
+                for row in &stored_rows {
+                    let value = resolve(row.as_ref(), feature, ttl, now);
+                    column.values.push(value.value);
+                    column.statuses.push(value.status);
+                    column
+                        .event_timestamps
+                        .push(format_micros(value.event_micros.unwrap_or(0)));
+                }
+                let name = if request.full_feature_names {
+                    match group.version {
+                        Some(version) => format!("{}@v{version}__{feature}", group.view),
+                        None => format!("{}__{feature}", group.view),
+                    }
+                } else {
+                    feature.clone()
+                };
+                features[*position] = Some((name, column));
+            }
+        }
+        for (name, column) in features.into_iter().flatten() {
+            names.push(name);
+            results.push(column);
+        }
+        Ok(OnlineResponse {
+            metadata: OnlineMetadata {
+                feature_names: names,
+            },
+            results,
+        })
+    }
+
+    /// Pushes rows (Feast's columnar `df`) for `dataset`: offline as a validated segment of
+    /// the dataset, online into every online view over the dataset's latest version, or
+    /// both. With both, only the rows the offline push accepted go online. Views with
+    /// rolling aggregations are skipped online, because a window needs the rows before the
+    /// pushed ones; materialise them after an offline push instead.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn push(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        project_name: &str,
+        dataset: &str,
+        df: &serde_json::Map<String, serde_json::Value>,
+        to: PushTarget,
+        actor: &str,
+    ) -> Result<PushReport, FeatureError> {
+        let dataset = self
+            .ingest
+            .store()
+            .get_dataset(tenant, project, dataset)
+            .await?;
+        let rows = rows_of(df)?;
+        if rows.is_empty() {
+            return Err(FeatureError::InvalidArgument {
+                argument: "df",
+                message: "no rows; give each column a list of values".to_owned(),
+            });
+        }
+        // Type errors fail the whole push before anything is written.
+        let typed = batch_of(&dataset.schema, &rows)?;
+
+        let mut report = PushReport::default();
+        let online_batch = if to.offline() {
+            let body = serde_json::to_vec(&rows).unwrap_or_default();
+            let outcome = self
+                .ingest
+                .push(&dataset, project_name, &body, PushFormat::JsonArray, actor)
+                .await?;
+            let accepted = match &outcome.segment {
+                Some(segment) if to.online() => Some(self.read_version(tenant, segment).await?),
+                _ => None,
+            };
+            report.offline = Some(outcome);
+            accepted
+        } else {
+            Some(typed)
+        };
+        let Some(batch) = online_batch else {
+            return Ok(report);
+        };
+
+        let entities = self.db.list_entities(tenant, project).await?;
+        for stored in self.db.list_views(tenant, project).await? {
+            let spec = &stored.spec;
+            if spec.source.dataset != dataset.name || spec.source.version.is_some() || !spec.online
+            {
+                continue;
+            }
+            if spec.features.iter().any(|f| f.aggregation.is_some()) {
+                report.skipped_views.push(stored.name.clone());
+                continue;
+            }
+            let view = CompiledView::compile(spec, stored.version, &entities, &batch.schema())?;
+            let table = view.table(&batch)?;
+            let latest = table.index.latest_in_range(i64::MIN, i64::MAX);
+            let rows: Vec<(EntityKey, OnlineRow)> = latest
+                .iter()
+                .map(|&row| online_row(&view, &table, row as usize))
+                .collect::<Result<_, _>>()?;
+            let scope = OnlineScope {
+                tenant: tenant.clone(),
+                project: project.clone(),
+                view: stored.name.clone(),
+                version: stored.version,
+            };
+            let counts = self.online.write(&scope, rows).await?;
+            report.online.push(OnlinePush {
+                view: stored.name.clone(),
+                version: stored.version,
+                written: counts.written,
+                skipped: counts.skipped,
+            });
+        }
+        tracing::info!(
+            tenant = %tenant,
+            project = %project,
+            dataset = %dataset.name,
+            rows = df.values().next().and_then(|v| v.as_array()).map_or(0, Vec::len),
+            views = report.online.len(),
+            "pushed feature rows"
+        );
+        Ok(report)
+    }
+
+    /// Loads definitions from a directory and plans them.
+    pub async fn plan_dir(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        dir: &Path,
+    ) -> Result<Plan, FeatureError> {
+        let definitions = Definitions::load_dir(dir)?;
+        self.plan(tenant, project, &definitions).await
+    }
+}
+
+fn key_value(
+    column: &str,
+    value: &serde_json::Value,
+    key_type: KeyType,
+) -> Result<KeyValue, FeatureError> {
+    let invalid = || FeatureError::InvalidArgument {
+        argument: "entities",
+        message: format!(
+            "join key {column:?} is {}, but a value is {value}",
+            key_type.as_str()
+        ),
+    };
+    match key_type {
+        KeyType::Integer => value.as_i64().map(KeyValue::Int).ok_or_else(invalid),
+        KeyType::String => value
+            .as_str()
+            .map(|s| KeyValue::Text(s.to_owned()))
+            .ok_or_else(invalid),
+    }
+}
+
+/// Builds the online row of one feature-table row.
+fn online_row(
+    view: &CompiledView,
+    table: &FeatureTable,
+    row: usize,
+) -> Result<(EntityKey, OnlineRow), FeatureError> {
+    let mut parts = Vec::with_capacity(view.keys.len());
+    for (key, column) in view.keys.iter().zip(&table.keys) {
+        let value = match key.key_type {
+            KeyType::Integer => KeyValue::Int(
+                column
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .map(|a| a.value(row))
+                    .unwrap_or_default(),
+            ),
+            KeyType::String => KeyValue::Text(
+                column
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .map(|a| a.value(row).to_owned())
+                    .unwrap_or_default(),
+            ),
+        };
+        parts.push((key.column.clone(), value));
+    }
+    let mut values = BTreeMap::new();
+    for (feature, column) in view.features.iter().zip(&table.features) {
+        values.insert(feature.name.clone(), json_value(column.as_ref(), row)?);
+    }
+    Ok((
+        EntityKey::new(parts),
+        OnlineRow {
+            event_micros: table.events[row].unwrap_or(i64::MIN),
+            created_micros: table.created_at(row).unwrap_or(i64::MIN),
+            values,
+        },
+    ))
+}
+
+/// Derives a dataset schema for a batch: each column nullable, with the matching type.
+fn dataset_schema_for(batch: &RecordBatch) -> Result<DatasetSchema, FeatureError> {
+    let mut columns = Vec::new();
+    for field in batch.schema().fields() {
+        let column_type = match field.data_type() {
+            DataType::Int64 | DataType::Int32 | DataType::Int16 | DataType::Int8 => "integer",
+            DataType::Float64 | DataType::Float32 => "float",
+            DataType::Utf8 | DataType::LargeUtf8 => "string",
+            DataType::Boolean => "boolean",
+            DataType::Date32 => "date",
+            DataType::Timestamp(..) => "timestamp",
+            other => {
+                return Err(FeatureError::InvalidArgument {
+                    argument: "entity table",
+                    message: format!(
+                        "column {:?} has type {other}, which a dataset cannot store",
+                        field.name()
+                    ),
+                });
+            }
+        };
+        let mut column =
+            serde_json::json!({ "name": field.name(), "type": column_type, "nullable": true });
+        if let DataType::Timestamp(_, Some(zone)) = field.data_type() {
+            column["timezone"] = serde_json::Value::String(zone.to_string());
+        }
+        columns.push(column);
+    }
+    Ok(DatasetSchema::from_json(
+        serde_json::json!({ "columns": columns }),
+    )?)
+}
