@@ -172,6 +172,13 @@ fn now_micros() -> i64 {
     ghaf_core::now_millis().saturating_mul(1_000)
 }
 
+/// Most entity rows one online read may ask for.
+pub const MAX_ONLINE_ROWS: usize = 10_000;
+
+/// Most values (entity rows times features) one online read may return; it bounds the
+/// memory a request can make the server allocate.
+pub const MAX_ONLINE_CELLS: usize = 1_000_000;
+
 /// Formats microseconds since the epoch as RFC 3339 UTC.
 pub fn format_micros(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
@@ -735,6 +742,18 @@ impl FeatureStore {
             &selections,
             full_feature_names,
         )?;
+        // The join appends features view by view; put them back in the requested order.
+        let passed = entities.num_columns();
+        let positions: Vec<usize> = groups
+            .iter()
+            .flat_map(|group| group.features.iter().map(|(position, _)| *position))
+            .collect();
+        let mut appended: Vec<usize> = (0..positions.len()).collect();
+        appended.sort_by_key(|&column| positions[column]);
+        let order: Vec<usize> = (0..passed)
+            .chain(appended.into_iter().map(|column| passed + column))
+            .collect();
+        let batch = batch.project(&order)?;
         Ok((batch, lineage))
     }
 
@@ -825,8 +844,9 @@ impl FeatureStore {
 
     /// Writes the latest row per key with `start <= event time <= end` to the online store
     /// and records the interval. Without `start`, the run continues from the end of the
-    /// latest recorded interval of this view version, or starts at `end - ttl` (every row
-    /// when the view has no TTL).
+    /// latest recorded interval of this view version over the same dataset version, or
+    /// starts at `end - ttl` (every row when the view has no TTL): a view without event time
+    /// and a view whose dataset has a newer version are written again whole.
     #[allow(clippy::too_many_arguments)]
     pub async fn materialize(
         &self,
@@ -855,7 +875,14 @@ impl FeatureStore {
                     .db
                     .list_materializations(tenant, project, view, compiled.version)
                     .await?;
-                match (runs.first(), compiled.ttl) {
+                // A view without event time has one row per key with no time to resume
+                // from, and a newer dataset version can hold rows older than the last
+                // interval's end: both are written again from the start of the TTL.
+                let resume = runs.first().filter(|last| {
+                    compiled.spec.event_time.is_some()
+                        && last.dataset_version == loaded.dataset_version
+                });
+                match (resume, compiled.ttl) {
                     (Some(last), _) => last.end_micros,
                     (None, Some(ttl)) => end.saturating_sub(ttl),
                     (None, None) => i64::MIN,
@@ -963,9 +990,28 @@ impl FeatureStore {
                 ),
             });
         }
+        if rows > MAX_ONLINE_ROWS {
+            return Err(FeatureError::InvalidArgument {
+                argument: "entities",
+                message: format!(
+                    "{rows} entity rows in one request; read at most {MAX_ONLINE_ROWS} per \
+                     request and split larger reads"
+                ),
+            });
+        }
         let (groups, feature_count) = self
             .resolve_selection(tenant, project, &request.selection)
             .await?;
+        let cells = rows.saturating_mul(feature_count.max(1));
+        if cells > MAX_ONLINE_CELLS {
+            return Err(FeatureError::InvalidArgument {
+                argument: "entities",
+                message: format!(
+                    "{rows} entity rows times {feature_count} features is {cells} values; read \
+                     at most {MAX_ONLINE_CELLS} values per request and split larger reads"
+                ),
+            });
+        }
         let entities = self.db.list_entities(tenant, project).await?;
 
         let mut names: Vec<String> = request.entities.keys().cloned().collect();

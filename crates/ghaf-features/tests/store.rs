@@ -183,6 +183,42 @@ async fn training_set_semantics(h: &common::Harness) {
         busy.iter().take(2).collect::<Vec<_>>(),
         [Some(true), Some(false)]
     );
+
+    // Features of two view versions come back in the requested order, not view by view.
+    let mixed = h
+        .store
+        .training_set(
+            &h.tenant,
+            &h.project,
+            "p",
+            training_request(
+                &[
+                    "driver_stats:rate",
+                    "driver_stats@v1:trips",
+                    "driver_stats:busy",
+                ],
+                "rides_mixed_order",
+            ),
+            "tester",
+        )
+        .await
+        .unwrap();
+    let features: Vec<&str> = mixed
+        .columns
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        features,
+        [
+            "driver_stats__rate",
+            "driver_stats@v1__trips",
+            "driver_stats__busy"
+        ]
+    );
 }
 
 fn online_request(features: &[&str], drivers: &[i64]) -> OnlineRequest {

@@ -176,7 +176,8 @@ pub enum JobInput {
     /// A version of a dataset of the job's project, used as the training set.
     DatasetVersion { dataset: String, version: i64 },
     /// Features from a feature service joined point-in-time onto an entity table (a dataset
-    /// version). Not supported yet: submission rejects it.
+    /// version). The worker builds the training set as a new version of the dataset
+    /// `<feature_service>-training-set` and trains on it.
     FeatureService {
         feature_service: String,
         entity_dataset: String,
@@ -221,7 +222,8 @@ impl Default for Resources {
 impl Resources {
     /// Returns the CPU request in thousandths of a core.
     pub fn millicpus(&self) -> i64 {
-        (self.cpus * 1000.0).round() as i64
+        // Validation admits any positive request; it never counts as zero against a quota.
+        ((self.cpus * 1000.0).round() as i64).max(1)
     }
 }
 
@@ -446,12 +448,27 @@ fn validate_input(index: usize, input: &JobInput) -> Result<(), JobError> {
             Ok(())
         }
         JobInput::FeatureService {
-            feature_service, ..
-        } => Err(JobError::NotSupported(format!(
-            "inputs[{index}]: feature-service inputs ({feature_service:?} joined onto an entity \
-             table) are not supported yet; build the training set as a dataset version and use \
-             {{\"type\": \"dataset_version\", \"dataset\": …, \"version\": …}}"
-        ))),
+            feature_service,
+            entity_dataset,
+            entity_version,
+        } => {
+            ghaf_core::Name::parse(feature_service).map_err(|error| {
+                JobError::invalid(
+                    format!("inputs[{index}].feature_service"),
+                    error.to_string(),
+                )
+            })?;
+            ghaf_core::Name::parse(entity_dataset).map_err(|error| {
+                JobError::invalid(format!("inputs[{index}].entity_dataset"), error.to_string())
+            })?;
+            if *entity_version < 1 {
+                return Err(JobError::invalid(
+                    format!("inputs[{index}].entity_version"),
+                    format!("entity_version is {entity_version}; dataset versions start at 1"),
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -538,15 +555,16 @@ mod tests {
     }
 
     #[test]
-    fn feature_service_input_is_not_supported() {
+    fn feature_service_input_is_checked() {
         let mut value = builtin();
         value["inputs"] = serde_json::json!([{
             "type": "feature_service", "feature_service": "fraud", "entity_dataset": "tx",
             "entity_version": 2,
         }]);
+        JobSpec::from_json(value.clone()).unwrap();
+        value["inputs"][0]["entity_version"] = serde_json::json!(0);
         let error = JobSpec::from_json(value).unwrap_err();
-        assert!(matches!(error, JobError::NotSupported(_)), "{error}");
-        assert!(error.to_string().contains("not supported yet"));
+        assert!(error.to_string().contains("entity_version"), "{error}");
     }
 
     #[test]

@@ -73,6 +73,8 @@ fn rendered_job_matches_snapshot() {
         api_url: "https://kubernetes.default.svc".to_owned(),
         namespace: "ml-training".to_owned(),
         tracking_uri: "http://ghaf.ml.svc:8080".to_owned(),
+        allowed_service_accounts: vec!["trainer".to_owned()],
+        allowed_claims: vec!["bert-checkpoints".to_owned()],
         ..KubernetesConfig::default()
     };
     let rendered = render_job(&snapshot_job(), 2, &config).unwrap();
@@ -97,6 +99,22 @@ fn rendered_job_matches_snapshot() {
         "the rendered Job differs from {path}; review the change and rerun with GHAF_UPDATE_SNAPSHOTS=1:\n{}",
         serde_json::to_string_pretty(&rendered).unwrap()
     );
+}
+
+#[test]
+fn service_accounts_and_claims_must_be_allowed() {
+    let job = snapshot_job();
+    let error = render_job(&job, 1, &KubernetesConfig::default()).unwrap_err();
+    assert!(
+        error.to_string().contains("allowed_service_accounts"),
+        "{error}"
+    );
+    let config = KubernetesConfig {
+        allowed_service_accounts: vec!["trainer".to_owned()],
+        ..KubernetesConfig::default()
+    };
+    let error = render_job(&job, 1, &config).unwrap_err();
+    assert!(error.to_string().contains("allowed_claims"), "{error}");
 }
 
 #[test]

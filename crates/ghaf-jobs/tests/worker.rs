@@ -56,6 +56,12 @@ async fn builtin_gbdt_logs_registers_and_promotes() {
     assert_eq!(param("input").as_deref(), Some("synthetic@1"));
     assert_eq!(param("n_estimators").as_deref(), Some("30"));
     assert!(run.metrics.iter().any(|m| m.key == "auc"));
+    let calibration_error = run
+        .metrics
+        .iter()
+        .find(|m| m.key == "calibration_error")
+        .expect("calibration_error metric");
+    assert!((0.0..=1.0).contains(&calibration_error.value));
     let root = ghaf_tracking::artifact_uri_path(&run.info.artifact_uri).unwrap();
     let files: Vec<String> = store
         .list_artifacts(&scope, &root)
@@ -72,6 +78,7 @@ async fn builtin_gbdt_logs_registers_and_promotes() {
     assert_eq!(
         files,
         vec![
+            "calibration.json",
             "feature_importance.json",
             "model/MLmodel",
             "model/model.ghaf",
@@ -317,7 +324,8 @@ async fn command_gets_environment_and_streams_output() {
     let script = r#"echo "hello from stdout"; echo "warning on stderr" >&2;
 test -f "$GHAF_INPUT_0" && echo "input ok";
 test -d "$GHAF_OUTPUT_DIR" && echo "metrics" > "$GHAF_OUTPUT_DIR/metrics.txt";
-echo "uri $MLFLOW_TRACKING_URI"; echo "token ${MLFLOW_TRACKING_TOKEN%%_*}"; echo "params $GHAF_PARAMETERS""#;
+echo "uri $MLFLOW_TRACKING_URI"; echo "token ${MLFLOW_TRACKING_TOKEN%%_*}"; echo "params $GHAF_PARAMETERS";
+echo "cargo ${CARGO_PKG_NAME:-unset}"; printf 'raw \377 bytes\n'"#;
     let job = h
         .submit(json!({
             "name": "script",
@@ -358,6 +366,11 @@ echo "uri $MLFLOW_TRACKING_URI"; echo "token ${MLFLOW_TRACKING_TOKEN%%_*}"; echo
     assert!(stdout.contains("uri http://127.0.0.1:1\n"), "{stdout}");
     assert!(stdout.contains("token ghaf\n"), "{stdout}");
     assert!(stdout.contains(r#"params {"alpha":0.5}"#), "{stdout}");
+    // Variables of the worker's environment outside the inherited list stay behind (cargo
+    // sets CARGO_PKG_NAME for every test process).
+    assert!(stdout.contains("cargo unset\n"), "{stdout}");
+    // Output that is not UTF-8 is kept, replaced, and does not stop the pump.
+    assert!(stdout.contains("raw \u{fffd} bytes\n"), "{stdout}");
     assert_eq!(stderr, "warning on stderr\n");
 
     // The job's token was revoked when the attempt ended.

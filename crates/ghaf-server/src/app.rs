@@ -64,7 +64,8 @@ pub async fn open_state(config: &ServerConfig) -> anyhow::Result<AppState> {
     let state = AppState::new(store, blobs.clone(), audit_key, config.clone());
     state.set_tracking(tracking_service(config, db.clone(), blobs.clone()));
     let ingest = ingest_service(config, db.clone(), blobs.clone());
-    state.set_features(feature_store(config, db.clone(), ingest.clone()).await?);
+    let features = feature_store(config, db.clone(), ingest.clone()).await?;
+    state.set_features(features.clone());
     state.set_ingest(ingest.clone());
     if let Some(tracking) = state.tracking().cloned() {
         state.set_job_services(crate::jobs::job_services(
@@ -73,6 +74,7 @@ pub async fn open_state(config: &ServerConfig) -> anyhow::Result<AppState> {
             blobs,
             ingest,
             tracking,
+            Some(features),
         ));
     }
     Ok(state)

@@ -23,6 +23,7 @@ pub fn job_services(
     blobs: ghaf_blob::BlobStore,
     ingest: ghaf_ingest::IngestService,
     tracking: ghaf_tracking::TrackingService,
+    features: Option<Arc<ghaf_features::FeatureStore>>,
 ) -> Services {
     Services {
         jobs: ghaf_jobs::JobStore::new(db),
@@ -30,6 +31,7 @@ pub fn job_services(
         blobs,
         ingest,
         tracking,
+        features,
         checkpoint_observer: None,
     }
 }

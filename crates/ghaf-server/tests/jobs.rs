@@ -107,16 +107,15 @@ async fn job_routes_reject_bad_input() {
         "name": "fs",
         "kind": {"type": "builtin", "trainer": "gbdt"},
         "inputs": [{"type": "feature_service", "feature_service": "fraud",
-                    "entity_dataset": "transactions", "entity_version": 1}],
+                    "entity_dataset": "transactions", "entity_version": 0}],
         "label": "is_fraud",
     });
     let response = app.call("POST", jobs, token, Some(feature_service)).await;
     assert_eq!(response.status, 400);
     assert_eq!(response.code(), "invalid_argument");
-    assert!(
-        response.text().contains("not supported yet"),
-        "{}",
-        response.text()
+    assert_eq!(
+        response.json()["error"]["details"]["field"],
+        "inputs[0].entity_version"
     );
 
     let response = app
@@ -306,4 +305,151 @@ async fn sklearn_command_job_logs_through_mlflow() {
         run.metrics
     );
     assert!(run.params.iter().any(|p| p.key == "C" && p.value == "0.5"));
+}
+
+/// Uploads `csv` as the first version of a new dataset `name` with `schema`.
+async fn dataset_from_csv(app: &TestApp, name: &str, schema: serde_json::Value, csv: String) {
+    let token = Some(app.admin_token.as_str());
+    let response = app
+        .call(
+            "POST",
+            "/api/v1/projects/default/datasets",
+            token,
+            Some(json!({"name": name, "schema": schema})),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "/api/v1/projects/default/datasets/{name}/versions?format=csv"
+        ))
+        .header("authorization", format!("Bearer {}", app.admin_token))
+        .header("content-type", "text/csv")
+        .body(axum::body::Body::from(csv))
+        .unwrap();
+    let response = app.send(request).await;
+    assert_eq!(response.status, 201, "{}", response.text());
+}
+
+#[tokio::test]
+async fn builtin_job_trains_on_a_feature_service() {
+    let app = TestApp::new().await;
+    let token = Some(app.admin_token.as_str());
+
+    // Hourly driver rates, and an entity table half an hour after each rate whose label
+    // follows the rate in force at that time: the point-in-time join gives the trainer
+    // that signal, and a join on the driver alone would not.
+    let mut stats = String::from("driver_id,event_timestamp,rate\n");
+    let mut labels = String::from("driver_id,event_timestamp,late\n");
+    for driver in 0..20 {
+        for hour in 0..20 {
+            let rate = ((driver * 7 + hour * 13) % 20) as f64 / 20.0;
+            stats.push_str(&format!("{driver},2026-01-01T{hour:02}:00:00Z,{rate}\n"));
+            let late = u8::from(rate > 0.5);
+            labels.push_str(&format!("{driver},2026-01-01T{hour:02}:30:00Z,{late}\n"));
+        }
+    }
+    dataset_from_csv(
+        &app,
+        "stats",
+        json!({"columns": [
+            {"name": "driver_id", "type": "integer", "nullable": false},
+            {"name": "event_timestamp", "type": "timestamp", "nullable": false},
+            {"name": "rate", "type": "float"},
+        ]}),
+        stats,
+    )
+    .await;
+    dataset_from_csv(
+        &app,
+        "trips",
+        json!({"columns": [
+            {"name": "driver_id", "type": "integer", "nullable": false},
+            {"name": "event_timestamp", "type": "timestamp", "nullable": false},
+            {"name": "late", "type": "integer", "nullable": false},
+        ]}),
+        labels,
+    )
+    .await;
+    let definitions = json!({
+        "entities": [{"name": "driver", "join_key": "driver_id", "value_type": "integer"}],
+        "feature_views": [{
+            "name": "driver_stats",
+            "entities": ["driver"],
+            "source": {"dataset": "stats"},
+            "event_time": "event_timestamp",
+            "features": [{"name": "rate"}],
+        }],
+        "feature_services": [{"name": "lateness", "features": ["driver_stats:rate"]}],
+    });
+    let applied = app
+        .call(
+            "POST",
+            "/api/v1/projects/default/features/apply",
+            token,
+            Some(json!({"definitions": definitions})),
+        )
+        .await;
+    assert_eq!(applied.status, 200, "{}", applied.text());
+
+    let created = app
+        .call(
+            "POST",
+            "/api/v1/projects/default/jobs",
+            token,
+            Some(json!({
+                "name": "lateness-logistic",
+                "kind": {"type": "builtin", "trainer": "logistic", "features": ["rate"]},
+                "inputs": [{
+                    "type": "feature_service", "feature_service": "lateness",
+                    "entity_dataset": "trips", "entity_version": 1,
+                }],
+                "label": "late",
+            })),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+
+    let services = app.state.job_services().expect("job services").clone();
+    let work_dir = tempfile::tempdir().unwrap();
+    let worker = ghaf_jobs::worker::Worker::new(
+        ghaf_jobs::worker::WorkerConfig::new(work_dir.path().to_owned()),
+        services.clone(),
+    )
+    .with_executor(
+        "builtin",
+        std::sync::Arc::new(ghaf_jobs::executor::builtin::BuiltinExecutor),
+    );
+    let (claimed, lease) = worker.claim().await.unwrap().expect("the queued job");
+    let (_stop, interrupt) = tokio::sync::watch::channel(false);
+    worker.run_attempt(claimed, lease, interrupt).await;
+
+    let job = app
+        .call(
+            "GET",
+            &format!("/api/v1/projects/default/jobs/{id}"),
+            token,
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let auc = job["result"]["metrics"]["auc"].as_f64().expect("auc");
+    assert!(auc > 0.9, "the joined rate predicts the label: auc {auc}");
+
+    // The training set was stored as a dataset version with one row per entity row.
+    let versions = app
+        .call(
+            "GET",
+            "/api/v1/projects/default/datasets/lateness-training-set/versions",
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(versions.status, 200, "{}", versions.text());
+    let body = versions.json();
+    let first = &body["versions"][0];
+    assert_eq!(first["row_count"], json!(400), "{body}");
 }

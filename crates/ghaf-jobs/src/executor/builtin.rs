@@ -116,10 +116,14 @@ impl Executor for BuiltinExecutor {
             validation.label(),
             &trained.validation_predictions,
         );
-        for (key, value) in &metrics {
+        for (key, value) in metrics.iter().filter(|(key, _)| key != CALIBRATION_KEY) {
             context.log.system(format!("holdout {key} = {value:.6}"));
         }
 
+        // A job cancelled or interrupted during training logs and registers nothing.
+        if let Some(reason) = context.stop_reason() {
+            return Err(ExecError::Stopped(reason));
+        }
         let logged = log_run(context, &plan, &trained, &metrics, &input_digest).await?;
         let mut result = json!({
             "run_id": logged.run_id,
@@ -130,6 +134,9 @@ impl Executor for BuiltinExecutor {
             "resumed_from_trees": trained.resumed_from,
         });
         if let Some(register) = &job.spec.register {
+            if let Some(reason) = context.stop_reason() {
+                return Err(ExecError::Stopped(reason));
+            }
             let registered = register_model(
                 context,
                 register,
@@ -442,7 +449,25 @@ async fn load_checkpoint(
     GbdtCheckpoint::from_bytes(&bytes).map_err(|error| error.to_string())
 }
 
-/// Returns the holdout metrics: AUC, log loss, accuracy and F1 (binary) or RMSE and MAE.
+/// Key of the calibration table among the holdout metrics; it is stored as the run artifact
+/// `calibration.json`, not as a metric.
+const CALIBRATION_KEY: &str = "calibration";
+
+/// Returns the expected calibration error: the mean, weighted by row count, of the gap
+/// between the mean predicted probability and the observed positive rate of each bin.
+fn calibration_error(bins: &[ghaf_train::metrics::CalibrationBin], rows: usize) -> f64 {
+    if rows == 0 {
+        return f64::NAN;
+    }
+    bins.iter()
+        .filter(|bin| bin.count > 0)
+        .map(|bin| bin.count as f64 * (bin.mean_predicted - bin.observed_rate).abs())
+        .sum::<f64>()
+        / rows as f64
+}
+
+/// Returns the holdout metrics: AUC, log loss, accuracy, F1, the expected calibration error
+/// and the 10-bin calibration table (binary), or RMSE and MAE.
 fn holdout_metrics(
     objective: Objective,
     labels: &[f64],
@@ -456,6 +481,11 @@ fn holdout_metrics(
                 ("log_loss".to_owned(), json!(report.log_loss)),
                 ("accuracy".to_owned(), json!(report.accuracy)),
                 ("f1".to_owned(), json!(report.f1)),
+                (
+                    "calibration_error".to_owned(),
+                    json!(calibration_error(&report.calibration, labels.len())),
+                ),
+                (CALIBRATION_KEY.to_owned(), json!(report.calibration)),
             ]
         }
         Objective::Regression => {
@@ -671,6 +701,13 @@ async fn log_run(
             serde_json::to_vec_pretty(&importance).unwrap_or_default(),
         ),
     ];
+    let mut files = files;
+    if let Some((_, table)) = metrics.iter().find(|(key, _)| key == CALIBRATION_KEY) {
+        files.push((
+            format!("{root}/calibration.json"),
+            serde_json::to_vec_pretty(table).unwrap_or_default(),
+        ));
+    }
     for (path, content) in files {
         let stream =
             futures::stream::once(

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use ghaf_core::{PrincipalId, ProjectRole, Role};
 use ghaf_meta::StoredToken;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
 use super::{ExecError, Executor, JobContext, StopReason};
@@ -122,8 +122,15 @@ impl CommandExecutor {
         context
             .log
             .system(format!("starting {:?}", command.join(" ")));
+        // The worker's own environment can hold operator secrets (database URLs, cloud
+        // keys); the command gets only the variables it needs to run and Ghaf's own.
+        let inherited = INHERITED_VARIABLES
+            .iter()
+            .filter_map(|name| std::env::var_os(name).map(|value| (*name, value)));
         let mut child = Command::new(&command[0])
             .args(&command[1..])
+            .env_clear()
+            .envs(inherited)
             .envs(variables)
             .current_dir(&context.work_dir)
             .stdin(Stdio::null())
@@ -163,9 +170,7 @@ impl CommandExecutor {
             })?,
             Err(reason) => {
                 self.terminate(&mut child, pid).await;
-                for pump in [stdout, stderr].into_iter().flatten() {
-                    let _ = pump.await;
-                }
+                drain(stdout, stderr).await;
                 return Err(match reason {
                     Some(reason) => {
                         context.log.system(format!("command stopped ({reason:?})"));
@@ -178,9 +183,7 @@ impl CommandExecutor {
                 });
             }
         };
-        for pump in [stdout, stderr].into_iter().flatten() {
-            let _ = pump.await;
-        }
+        drain(stdout, stderr).await;
         match status.code() {
             Some(0) => {
                 let outputs = list_outputs(&context.work_dir.join("output")).await;
@@ -193,17 +196,11 @@ impl CommandExecutor {
         }
     }
 
-    /// Sends SIGTERM to the command's process group, then SIGKILL after the grace period.
+    /// Sends SIGTERM to the command's process group, then SIGKILL to the whole group after
+    /// the grace period, so children that ignore SIGTERM do not outlive the job.
     async fn terminate(&self, child: &mut tokio::process::Child, pid: Option<u32>) {
         if let Some(pid) = pid {
-            // `kill` is the portable way to signal a process group without unsafe code.
-            let sent = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{pid}")])
-                .status()
-                .await;
-            if let Err(error) = sent {
-                tracing::warn!(pid, %error, "cannot send SIGTERM to a job command");
-            }
+            signal_group(pid, "-TERM").await;
         }
         if tokio::time::timeout(self.stop_grace, child.wait())
             .await
@@ -212,20 +209,83 @@ impl CommandExecutor {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
+        if let Some(pid) = pid {
+            // The lead process is gone; its group may still hold children and the pipes.
+            signal_group(pid, "-KILL").await;
+        }
     }
 }
 
-/// Copies lines of a child's output stream to the job log.
+/// Signals a process group; `kill` is the portable way to do it without unsafe code.
+async fn signal_group(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, "--", &format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    if let Err(error) = sent {
+        tracing::warn!(pid, signal, %error, "cannot signal a job command's process group");
+    }
+}
+
+/// Longest time to wait for the output pumps after the command ended: a background child
+/// that inherited the pipes must not keep the job running.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Waits for the output pumps, for at most [`DRAIN_LIMIT`] in all.
+async fn drain(
+    stdout: Option<tokio::task::JoinHandle<()>>,
+    stderr: Option<tokio::task::JoinHandle<()>>,
+) {
+    let pumps = [stdout, stderr].into_iter().flatten().collect::<Vec<_>>();
+    let aborts: Vec<_> = pumps.iter().map(|pump| pump.abort_handle()).collect();
+    let waited = tokio::time::timeout(DRAIN_LIMIT, async {
+        for pump in pumps {
+            let _ = pump.await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        for abort in aborts {
+            abort.abort();
+        }
+    }
+}
+
+/// Variables of the worker's environment that a command inherits; every other one is left
+/// out, and the job spec's `env` and Ghaf's variables are added.
+const INHERITED_VARIABLES: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER"];
+
+/// Longest line copied to the job log in one piece; longer output is split.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Copies lines of a child's output stream to the job log. Bytes that are not UTF-8 are
+/// replaced, and a line longer than [`MAX_LINE_BYTES`] is split, so the pipe is always
+/// drained and no line is held whole in memory.
 fn pump<R>(reader: R, stream: LogStream, log: super::LogSink) -> tokio::task::JoinHandle<()>
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
         loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => log.write(stream, line),
-                Ok(None) => return,
+            line.clear();
+            let read = (&mut reader)
+                .take(MAX_LINE_BYTES as u64)
+                .read_until(b'\n', &mut line)
+                .await;
+            match read {
+                Ok(0) => return,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                    }
+                    log.write(stream, String::from_utf8_lossy(&line).into_owned());
+                }
                 Err(error) => {
                     log.system(format!(
                         "cannot read the command's {}: {error}",

@@ -44,6 +44,12 @@ pub struct KubernetesConfig {
     pub poll_seconds: u64,
     /// Seconds Kubernetes keeps a finished Job before deleting it.
     pub ttl_seconds_after_finished: u64,
+    /// Service accounts a job may name; a job naming another is refused. The namespace is
+    /// shared by every tenant, so an account listed here is open to all of them.
+    pub allowed_service_accounts: Vec<String>,
+    /// Persistent volume claims a job may mount as its checkpoint volume; others are
+    /// refused, so one tenant cannot mount another's claim.
+    pub allowed_claims: Vec<String>,
 }
 
 impl Default for KubernetesConfig {
@@ -56,6 +62,8 @@ impl Default for KubernetesConfig {
             tracking_uri: String::new(),
             poll_seconds: 10,
             ttl_seconds_after_finished: 86_400,
+            allowed_service_accounts: Vec::new(),
+            allowed_claims: Vec::new(),
         }
     }
 }
@@ -87,6 +95,23 @@ pub fn render_job(job: &Job, attempt: u32, config: &KubernetesConfig) -> Result<
             "the Kubernetes executor got a job of another kind",
         ));
     };
+    if let Some(account) = service_account
+        && !config.allowed_service_accounts.contains(account)
+    {
+        return Err(ExecError::permanent(format!(
+            "service account {account:?} is not in jobs.kubernetes.allowed_service_accounts; \
+             ask an operator to allow it, or leave service_account out"
+        )));
+    }
+    if let Some(volume) = checkpoint_volume
+        && !config.allowed_claims.contains(&volume.claim_name)
+    {
+        return Err(ExecError::permanent(format!(
+            "volume claim {:?} is not in jobs.kubernetes.allowed_claims; ask an operator to \
+             allow it, or leave checkpoint_volume out",
+            volume.claim_name
+        )));
+    }
     let name = object_name(job, attempt);
     let labels = json!({
         LABEL_JOB: job.id,

@@ -109,6 +109,9 @@ pub struct Services {
     pub blobs: BlobStore,
     pub ingest: ghaf_ingest::IngestService,
     pub tracking: ghaf_tracking::TrackingService,
+    /// The feature store that builds training sets for feature-service inputs; a worker
+    /// without it fails such jobs with a clear error.
+    pub features: Option<Arc<ghaf_features::FeatureStore>>,
     /// Observes stored checkpoints; tests use it to interrupt training at a known point.
     pub checkpoint_observer: Option<CheckpointObserver>,
 }
@@ -147,18 +150,19 @@ impl Services {
         }
     }
 
-    /// Downloads the Parquet file of a dataset-version input.
+    /// Downloads the Parquet file of an input: a dataset version, or the training set that
+    /// the feature store builds for a feature-service input.
     pub async fn read_input(
         &self,
         job: &Job,
         input: &JobInput,
     ) -> Result<(bytes::Bytes, String), ExecError> {
-        let JobInput::DatasetVersion { dataset, version } = input else {
-            return Err(ExecError::permanent(format!(
-                "input {} is not supported yet; use a dataset version",
-                input.reference()
-            )));
+        let (dataset, version) = match input {
+            JobInput::DatasetVersion { dataset, version } => (dataset.clone(), *version),
+            JobInput::FeatureService { .. } => self.build_training_set(job, input).await?,
         };
+        let dataset = &dataset;
+        let version = &version;
         let store = self.ingest.store();
         let found = store
             .get_dataset(&job.tenant, &job.project, dataset)
@@ -182,6 +186,78 @@ impl Services {
                 ExecError::transient(format!("cannot read {}: {error}", input.reference()))
             })?;
         Ok((bytes, stored.content_digest))
+    }
+}
+
+impl Services {
+    /// Builds the point-in-time training set of a feature-service input as a new version of
+    /// `<feature_service>-training-set` and returns that dataset and version.
+    async fn build_training_set(
+        &self,
+        job: &Job,
+        input: &JobInput,
+    ) -> Result<(String, i64), ExecError> {
+        let JobInput::FeatureService {
+            feature_service,
+            entity_dataset,
+            entity_version,
+        } = input
+        else {
+            return Err(ExecError::permanent(format!(
+                "input {} is not a feature-service input",
+                input.reference()
+            )));
+        };
+        let Some(features) = &self.features else {
+            return Err(ExecError::permanent(format!(
+                "input {} needs the feature store, and this worker runs without one",
+                input.reference()
+            )));
+        };
+        let project = self
+            .meta
+            .get_project(&job.tenant, &job.project)
+            .await
+            .map_err(|error| {
+                ExecError::transient(format!("cannot read the job's project: {error}"))
+            })?
+            .ok_or_else(|| ExecError::permanent("the job's project no longer exists"))?;
+        let output_dataset = format!("{feature_service}-training-set");
+        let request = ghaf_features::TrainingSetRequest {
+            entities: ghaf_features::EntitySource::Dataset {
+                name: entity_dataset.clone(),
+                version: Some(*entity_version),
+            },
+            selection: ghaf_features::FeatureSelection {
+                features: None,
+                feature_service: Some(feature_service.clone()),
+            },
+            timestamp_column: None,
+            full_feature_names: false,
+            output_dataset: output_dataset.clone(),
+        };
+        let outcome = features
+            .training_set(
+                &job.tenant,
+                &job.project,
+                &project.name,
+                request,
+                &job.created_by,
+            )
+            .await
+            .map_err(|error| {
+                let message = format!(
+                    "cannot build the training set of input {}: {error}",
+                    input.reference()
+                );
+                match error.code() {
+                    ghaf_core::ErrorCode::Unavailable | ghaf_core::ErrorCode::Internal => {
+                        ExecError::transient(message)
+                    }
+                    _ => ExecError::permanent(message),
+                }
+            })?;
+        Ok((output_dataset, outcome.version.version))
     }
 }
 

@@ -112,6 +112,7 @@ pub async fn harness() -> Harness {
         blobs,
         ingest,
         tracking,
+        features: None,
         checkpoint_observer: None,
     };
     let harness = Harness {

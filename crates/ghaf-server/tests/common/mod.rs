@@ -45,13 +45,14 @@ impl TestApp {
         let state = AppState::new(store, blobs, AUDIT_KEY.to_vec(), config);
         state.set_tracking(tracking);
         state.set_ingest(ingest);
-        state.set_features(features);
+        state.set_features(features.clone());
         state.set_job_services(ghaf_server::jobs::job_services(
             db_for_jobs,
             state.store_handle(),
             state.blobs().clone(),
             state.ingest().cloned().expect("ingest service"),
             state.tracking().cloned().expect("tracking service"),
+            Some(features),
         ));
         let created = ghaf_server::bootstrap(&state)
             .await
