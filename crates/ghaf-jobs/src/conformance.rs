@@ -606,3 +606,45 @@ pub async fn jobs_are_scoped(meta: &SqlMetaStore) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, job.id);
 }
+
+/// A tenant with more queued jobs over its quota than one page of the claim's scan does not
+/// hide another tenant's job queued behind them.
+pub async fn full_tenant_does_not_starve_others(meta: &SqlMetaStore) {
+    let (store, acme, p, beta, q) = setup(meta).await;
+    store
+        .set_quota(
+            &acme,
+            &Quota {
+                max_running_jobs: Some(1),
+                max_cpus: None,
+                max_gpus: None,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    for index in 0..120 {
+        store
+            .submit(
+                &acme,
+                &p,
+                &spec(&format!("acme-{index}")),
+                "alice",
+                T0 + index,
+            )
+            .await
+            .unwrap();
+    }
+    let other = store
+        .submit(&beta, &q, &spec("beta-late"), "bob", T0 + 500)
+        .await
+        .unwrap();
+    let now = T0 + 1_000;
+    let (first, _) = store.claim(&worker("w1"), now).await.unwrap().unwrap();
+    assert_eq!(first.tenant, acme);
+    let (next, _) = store.claim(&worker("w1"), now).await.unwrap().unwrap();
+    assert_eq!(
+        next.id, other.id,
+        "the other tenant's job behind 119 blocked ones is claimed"
+    );
+}

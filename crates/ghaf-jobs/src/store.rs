@@ -12,8 +12,10 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::{JobError, JobSpec};
 
-/// How many queued jobs one claim looks at before giving up for this poll.
+/// How many queued jobs one page of a claim's scan reads.
 const CLAIM_CANDIDATES: i64 = 50;
+/// How many pages one claim scans before giving up for this poll.
+const CLAIM_PAGES: i64 = 10;
 /// How many times a log append is retried when a concurrent append took the same number.
 const LOG_APPEND_ATTEMPTS: u32 = 5;
 /// Largest log chunk stored, in bytes; longer content is split.
@@ -410,9 +412,15 @@ impl JobStore {
         id: &str,
         now: UnixMillis,
     ) -> Result<Job, JobError> {
-        let queued = sqlx::query(self.db.sql(
-            "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?, \
-             updated_at = ? WHERE tenant_id = ? AND project_id = ? AND id = ? AND state = 'queued'",
+        // One statement, so a job that moves between queued and running meanwhile (a retry
+        // requeues it) is still either cancelled or flagged.
+        sqlx::query(self.db.sql(
+            "UPDATE jobs SET \
+             state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END, \
+             finished_at = CASE WHEN state = 'queued' THEN ? ELSE finished_at END, \
+             cancel_requested = 1, updated_at = ? \
+             WHERE tenant_id = ? AND project_id = ? AND id = ? \
+             AND state IN ('queued', 'running')",
         ))
         .bind(now)
         .bind(now)
@@ -421,18 +429,6 @@ impl JobStore {
         .bind(id)
         .execute(self.db.pool())
         .await?;
-        if queued.rows_affected() == 0 {
-            sqlx::query(self.db.sql(
-                "UPDATE jobs SET cancel_requested = 1, updated_at = ? \
-                 WHERE tenant_id = ? AND project_id = ? AND id = ? AND state = 'running'",
-            ))
-            .bind(now)
-            .bind(tenant.as_str())
-            .bind(project.as_str())
-            .bind(id)
-            .execute(self.db.pool())
-            .await?;
-        }
         let job = self.get(tenant, project, id).await?;
         if job.state.is_terminal() && job.state != JobState::Cancelled {
             return Err(JobError::InvalidState(format!(
@@ -504,38 +500,47 @@ impl JobStore {
             "SELECT id, tenant_id, project_id, millicpus, gpus FROM jobs \
              WHERE state = 'queued' AND not_before <= ? AND (gpus <= ? OR kind = 'kubernetes') \
              AND kind IN ({kind_placeholders}) \
-             ORDER BY priority DESC, created_at, id LIMIT ?"
+             ORDER BY priority DESC, created_at, id LIMIT ? OFFSET ?"
         );
-        let mut query = sqlx::query(self.db.sql(&statement))
-            .bind(now)
-            .bind(i64::from(request.max_gpus));
-        for kind in request.kinds {
-            query = query.bind(*kind);
-        }
-        let candidates = query
-            .bind(CLAIM_CANDIDATES)
-            .fetch_all(self.db.pool())
-            .await?;
-
-        for candidate in candidates {
-            let id: String = candidate.try_get("id")?;
-            let tenant = TenantId::from_stored(candidate.try_get::<String, _>("tenant_id")?);
-            let project = ProjectId::from_stored(candidate.try_get::<String, _>("project_id")?);
-            let millicpus: i64 = candidate.try_get("millicpus")?;
-            let gpus: i64 = candidate.try_get("gpus")?;
-            if let Some(attempt) = self
-                .try_claim(request, &id, &tenant, millicpus, gpus, now)
-                .await?
-            {
-                let job = self.get(&tenant, &project, &id).await?;
-                let lease = Lease {
-                    job_id: id,
-                    tenant,
-                    project,
-                    owner: request.owner.to_owned(),
-                    attempt,
-                };
-                return Ok(Some((job, lease)));
+        // The scan pages on past candidates that cannot be taken (quota full, or another
+        // worker was faster), so a tenant with many jobs over its quota does not hide the
+        // jobs of other tenants behind the first page.
+        for page in 0..CLAIM_PAGES {
+            let mut query = sqlx::query(self.db.sql(&statement))
+                .bind(now)
+                .bind(i64::from(request.max_gpus));
+            for kind in request.kinds {
+                query = query.bind(*kind);
+            }
+            let candidates = query
+                .bind(CLAIM_CANDIDATES)
+                .bind(page * CLAIM_CANDIDATES)
+                .fetch_all(self.db.pool())
+                .await?;
+            let last_page = (candidates.len() as i64) < CLAIM_CANDIDATES;
+            for candidate in candidates {
+                let id: String = candidate.try_get("id")?;
+                let tenant = TenantId::from_stored(candidate.try_get::<String, _>("tenant_id")?);
+                let project = ProjectId::from_stored(candidate.try_get::<String, _>("project_id")?);
+                let millicpus: i64 = candidate.try_get("millicpus")?;
+                let gpus: i64 = candidate.try_get("gpus")?;
+                if let Some(attempt) = self
+                    .try_claim(request, &id, &tenant, millicpus, gpus, now)
+                    .await?
+                {
+                    let job = self.get(&tenant, &project, &id).await?;
+                    let lease = Lease {
+                        job_id: id,
+                        tenant,
+                        project,
+                        owner: request.owner.to_owned(),
+                        attempt,
+                    };
+                    return Ok(Some((job, lease)));
+                }
+            }
+            if last_page {
+                break;
             }
         }
         Ok(None)

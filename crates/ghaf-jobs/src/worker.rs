@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -63,6 +64,34 @@ pub struct Worker {
     config: WorkerConfig,
     services: Services,
     executors: BTreeMap<&'static str, Arc<dyn Executor>>,
+    /// GPUs of this machine held by running attempts; Kubernetes jobs hold none here.
+    gpus_in_use: AtomicU32,
+    /// Serialises claims, so two slots cannot both count the same GPUs as free.
+    claiming: tokio::sync::Mutex<()>,
+}
+
+/// Releases the local GPUs of an attempt when it ends, however it ends.
+struct GpuHold<'a> {
+    in_use: &'a AtomicU32,
+    gpus: u32,
+}
+
+impl Drop for GpuHold<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .in_use
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                Some(held.saturating_sub(self.gpus))
+            });
+    }
+}
+
+/// GPUs of this machine that an attempt of `job` uses.
+fn local_gpus(job: &Job) -> u32 {
+    match job.spec.kind {
+        crate::JobKind::Kubernetes { .. } => 0,
+        _ => job.spec.resources.gpus,
+    }
 }
 
 impl Worker {
@@ -71,6 +100,8 @@ impl Worker {
             config,
             services,
             executors: BTreeMap::new(),
+            gpus_in_use: AtomicU32::new(0),
+            claiming: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -89,18 +120,28 @@ impl Worker {
     }
 
     /// Claims one job if one is due; `None` when the queue has nothing for this worker.
+    /// Only jobs that fit in the GPUs not held by this worker's running attempts are
+    /// claimed, and a claimed job holds its GPUs until [`Worker::run_attempt`] returns.
     pub async fn claim(&self) -> Result<Option<(Job, Lease)>, JobError> {
         let kinds: Vec<&str> = self.executors.keys().copied().collect();
+        let _claiming = self.claiming.lock().await;
+        let in_use = self.gpus_in_use.load(Ordering::SeqCst);
         let request = ClaimRequest {
             owner: &self.config.id,
             kinds: &kinds,
-            max_gpus: self.config.gpus,
+            max_gpus: self.config.gpus.saturating_sub(in_use),
             lease_millis: self.lease_millis(),
         };
-        self.services
+        let claimed = self
+            .services
             .jobs
             .claim(&request, ghaf_core::now_millis())
-            .await
+            .await?;
+        if let Some((job, _)) = &claimed {
+            self.gpus_in_use
+                .fetch_add(local_gpus(job), Ordering::SeqCst);
+        }
+        Ok(claimed)
     }
 
     /// Runs the claim loop until `shutdown` becomes true, then interrupts running attempts,
@@ -156,6 +197,10 @@ impl Worker {
     /// Runs one claimed attempt to its end and records the outcome. When `interrupt` becomes
     /// true, the attempt stops and the job is requeued.
     pub async fn run_attempt(&self, job: Job, lease: Lease, mut interrupt: watch::Receiver<bool>) {
+        let _gpus = GpuHold {
+            in_use: &self.gpus_in_use,
+            gpus: local_gpus(&job),
+        };
         let jobs = self.services.jobs.clone();
         let (stop_tx, stop_rx) = watch::channel(None::<StopReason>);
         let (log_tx, log_rx) = mpsc::unbounded_channel();

@@ -18,6 +18,7 @@ postgres_case!(
     permanent_failure_is_not_retried,
     cancel_queued_and_running,
     quota_exhaustion,
+    full_tenant_does_not_starve_others,
     workers_race_for_one_job,
     expired_lease_requeues,
     interruption_requeues_with_checkpoint,

@@ -451,3 +451,39 @@ async fn cancel_stops_running_command() {
             .contains("command stopped (Cancelled)")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_never_claims_more_gpus_than_it_has() {
+    let h = common::harness().await;
+    let mut config = h.worker_config("gpu");
+    config.gpus = 1;
+    let worker = ghaf_jobs::worker::Worker::new(config, h.services.clone()).with_executor(
+        "command",
+        Arc::new(ghaf_jobs::executor::command::CommandExecutor::new(
+            "http://127.0.0.1:1",
+        )),
+    );
+    for name in ["gpu-a", "gpu-b"] {
+        h.submit(json!({
+            "name": name,
+            "kind": {"type": "command", "command": ["true"]},
+            "resources": {"gpus": 1},
+        }))
+        .await;
+    }
+    let (first, lease) = worker.claim().await.unwrap().expect("one job fits");
+    let first_id = first.id.clone();
+    assert!(
+        worker.claim().await.unwrap().is_none(),
+        "the only GPU is held by the first attempt"
+    );
+    let (_keep, interrupt) = tokio::sync::watch::channel(false);
+    worker.run_attempt(first, lease, interrupt).await;
+    let (second, _) = worker
+        .claim()
+        .await
+        .unwrap()
+        .expect("the GPU is free again after the first attempt");
+    assert_ne!(second.id, first_id);
+    assert_eq!(h.job(&first_id).await.state, JobState::Succeeded);
+}

@@ -25,6 +25,9 @@ pub const LABEL_TENANT: &str = "ghaf.dev/tenant";
 pub const LABEL_PROJECT: &str = "ghaf.dev/project";
 pub const LABEL_ATTEMPT: &str = "ghaf.dev/attempt";
 
+/// Start of the error of an attempt whose Job reported the `Failed` condition.
+const JOB_FAILED: &str = "the Kubernetes Job failed";
+
 /// Settings of the Kubernetes executor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -415,7 +418,14 @@ impl Executor for KubernetesExecutor {
             self.follow(context, &job_path).await
         }
         .await;
-        if matches!(outcome, Err(ExecError::Stopped(_))) {
+        // A Job that reported Failed has no running pods and stays for inspection until its
+        // TTL. After any other error (a stop, an API outage, a lost Job) its pods may still
+        // run, and the retry would start a second Job beside it, so it is deleted.
+        let job_failed = matches!(
+            &outcome,
+            Err(ExecError::Failed { message, .. }) if message.starts_with(JOB_FAILED)
+        );
+        if outcome.is_err() && !job_failed {
             self.delete(&job_path).await;
             context
                 .log
@@ -446,9 +456,7 @@ impl KubernetesExecutor {
                     match &current {
                         JobStatus::Complete => return Ok(()),
                         JobStatus::Failed { reason } => {
-                            return Err(ExecError::transient(format!(
-                                "the Kubernetes Job failed: {reason}"
-                            )));
+                            return Err(ExecError::transient(format!("{JOB_FAILED}: {reason}")));
                         }
                         JobStatus::Running { .. } => {}
                     }
