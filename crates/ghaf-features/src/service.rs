@@ -1106,6 +1106,17 @@ impl FeatureStore {
             }
         }
         for (name, column) in features.into_iter().flatten() {
+            // Feast clients read values by name, so two outputs with one name are refused,
+            // as training sets refuse them.
+            if names.contains(&name) {
+                return Err(FeatureError::InvalidArgument {
+                    argument: "features",
+                    message: format!(
+                        "two output columns are named {name:?}; request full feature names or \
+                         drop one of the references"
+                    ),
+                });
+            }
             names.push(name);
             results.push(column);
         }

@@ -238,6 +238,23 @@ fn online_request(features: &[&str], drivers: &[i64]) -> OnlineRequest {
 
 async fn materialize_and_read(h: &common::Harness) {
     let (tenant, project) = (&h.tenant, &h.project);
+    // Two outputs with one name are refused online as in training sets.
+    let error = h
+        .store
+        .get_online_features_at(
+            tenant,
+            project,
+            &online_request(&["driver_stats:rate", "driver_stats@v1:rate"], &[1]),
+            at("2026-01-01T12:00:00Z"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("two output columns are named \"rate\""),
+        "{error}"
+    );
     let first = h
         .store
         .materialize(
@@ -460,16 +477,17 @@ async fn versions(h: &common::Harness) {
 
     // Online rows belong to a version: v2 has none yet, v1 still serves.
     let now = at("2026-01-01T12:30:00Z");
+    let mut both = online_request(&["driver_stats@v1:rate", "driver_stats:rate"], &[1]);
+    both.full_feature_names = true;
     let response = h
         .store
-        .get_online_features_at(
-            tenant,
-            project,
-            &online_request(&["driver_stats@v1:rate", "driver_stats:rate"], &[1]),
-            now,
-        )
+        .get_online_features_at(tenant, project, &both, now)
         .await
         .unwrap();
+    assert_eq!(
+        response.metadata.feature_names,
+        ["driver_id", "driver_stats@v1__rate", "driver_stats__rate"]
+    );
     assert_eq!(response.results[1].statuses, [FieldStatus::Present]);
     assert_eq!(response.results[2].statuses, [FieldStatus::NotFound]);
 
