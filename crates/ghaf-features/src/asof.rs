@@ -124,7 +124,11 @@ impl AsOfIndex {
         if row_count > u32::MAX as usize - 1 {
             return Err(FeatureError::InvalidArgument {
                 argument: "feature rows",
-                message: format!("{row_count} rows are more than one index holds"),
+                message: format!(
+                    "{row_count} feature rows exceed the index maximum of {}; pin a smaller \
+                     dataset version or split the view",
+                    u32::MAX as usize - 1
+                ),
             });
         }
         let mut keys = KeyMap::new(key_columns)?;

@@ -121,7 +121,7 @@ impl Worker {
 
     /// Claims one job if one is due; `None` when the queue has nothing for this worker.
     /// Only jobs that fit in the GPUs not held by this worker's running attempts are
-    /// claimed, and a claimed job holds its GPUs until [`Worker::run_attempt`] returns.
+    /// claimed, and a claimed job keeps its GPUs until [`Worker::run_attempt`] returns.
     pub async fn claim(&self) -> Result<Option<(Job, Lease)>, JobError> {
         let kinds: Vec<&str> = self.executors.keys().copied().collect();
         let _claiming = self.claiming.lock().await;

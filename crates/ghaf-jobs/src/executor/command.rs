@@ -228,7 +228,7 @@ async fn signal_group(pid: u32, signal: &str) {
     }
 }
 
-/// Longest time to wait for the output pumps after the command ended: a background child
+/// Maximum time to wait for the output pumps after the command ended. A background child
 /// that inherited the pipes must not keep the job running.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -256,7 +256,7 @@ async fn drain(
 /// out, and the job spec's `env` and Ghaf's variables are added.
 const INHERITED_VARIABLES: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER"];
 
-/// Longest line copied to the job log in one piece; longer output is split.
+/// Maximum bytes of one job-log line; longer output is split into several lines.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Copies lines of a child's output stream to the job log. Bytes that are not UTF-8 are
