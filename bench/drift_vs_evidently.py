@@ -5,8 +5,9 @@ Each contender runs as a child process under GNU time (/usr/bin/time), which rep
 time (user + system) and peak resident memory. Each child loads the same raw file, so the numbers
 include reading the data; Evidently's also include importing its Python modules.
 
-Run it with the Python of the Evidently venv (tests/evidently/setup.sh), after building the
-Rust side in release mode:
+`cargo bench -p ghaf-monitor --bench drift` builds the Rust side in release mode and runs this
+script with the Evidently venv's Python (tests/evidently/setup.sh). By hand, build the example
+and pass it as --binary:
 
     cargo build --release -p ghaf-monitor --example drift_report
     ~/.cache/ghaf-venv-evidently/bin/python bench/drift_vs_evidently.py \

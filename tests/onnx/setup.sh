@@ -16,6 +16,13 @@ python="${PYTHON:-python3}"
 requirements=(
     "onnxruntime==1.32.0"
     "numpy==2.4.6"
+    # Used by make_models.py, which trains scikit-learn models and converts them to ONNX for
+    # the runtime tests.
+    "scikit-learn==1.9.1"
+    "skl2onnx==1.20.0"
+    "onnx==1.23.2"
+    # The ColumnTransformer model of make_models.py selects columns by name from a DataFrame.
+    "pandas==3.1.1"
 )
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -24,4 +31,4 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 "$venv/bin/python" -m pip install --cache-dir "$pip_cache" --quiet "${requirements[@]}"
-"$venv/bin/python" -c 'import onnxruntime, numpy; print("onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__)'
+"$venv/bin/python" -c 'import onnxruntime, numpy, sklearn, skl2onnx, onnx, pandas; print("onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__, "scikit-learn", sklearn.__version__, "skl2onnx", skl2onnx.__version__, "onnx", onnx.__version__, "pandas", pandas.__version__)'

@@ -152,6 +152,23 @@ actions! {
     FeaturesOnlineRead => ("features.online.read", PROJECT_VIEWER, false),
     /// Pushes rows to the online store, to the source dataset, or both.
     FeaturesPush => ("features.push", PROJECT_DEVELOPER, true),
+    /// Lists a project's endpoints with their status.
+    EndpointsList => ("endpoints.list", PROJECT_VIEWER, false),
+    /// Reads one endpoint: the model version it serves, its status and load errors.
+    EndpointsGet => ("endpoints.get", PROJECT_VIEWER, false),
+    /// Creates, changes and deletes endpoints, which puts model versions into service.
+    EndpointsDeploy => ("endpoints.deploy", PROJECT_DEPLOYER, true),
+    /// Sends inference requests and reads model readiness and metadata. Not audited per
+    /// call: every prediction is recorded in the endpoint's prediction log.
+    EndpointsInfer => ("endpoints.infer", PROJECT_VIEWER, false),
+    /// Posts ground-truth labels for logged predictions.
+    EndpointsLabel => ("endpoints.label", PROJECT_DEVELOPER, true),
+    /// Reads logged predictions, which contain feature values.
+    PredictionsRead => ("predictions.read", PROJECT_VIEWER, true),
+    /// Reads monitors, drift and performance reports, alert rules and alerts.
+    MonitorRead => ("monitor.read", PROJECT_VIEWER, false),
+    /// Creates and changes monitors and alert rules, and acknowledges alerts.
+    MonitorWrite => ("monitor.write", PROJECT_DEVELOPER, true),
 }
 
 impl Action {

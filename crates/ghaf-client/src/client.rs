@@ -12,9 +12,11 @@ use crate::error::{ClientError, REQUEST_ID_HEADER, api_error};
 use crate::views::*;
 
 mod datasets;
+mod endpoints;
 mod features;
 mod jobs;
 mod mlflow;
+mod monitoring;
 mod tracking;
 
 pub use mlflow::{PROJECT_HEADER, Tracking};

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::definition::{Definitions, Entity, FeatureServiceSpec, FeatureViewSpec};
+use crate::store::StoredJoinKey;
 
 /// What applying does to one object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,7 +46,8 @@ pub struct Plan {
     #[serde(skip)]
     pub(crate) entities: Vec<Entity>,
     #[serde(skip)]
-    pub(crate) views: Vec<(FeatureViewSpec, String, Change)>,
+    /// Each view with its fingerprint, change and join keys.
+    pub(crate) views: Vec<(FeatureViewSpec, String, Change, Vec<StoredJoinKey>)>,
     #[serde(skip)]
     pub(crate) services: Vec<FeatureServiceSpec>,
 }

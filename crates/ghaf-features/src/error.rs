@@ -35,6 +35,17 @@ pub enum FeatureError {
     #[error("{what} {name:?} was changed concurrently; plan and apply again")]
     Conflict { what: &'static str, name: String },
 
+    /// An in-place update planned for one version of a view found a newer version stored.
+    #[error(
+        "feature view {view:?}: the plan updates version {planned} in place, but version \
+         {latest} is now the latest; plan and apply again"
+    )]
+    VersionConflict {
+        view: String,
+        planned: i64,
+        latest: i64,
+    },
+
     #[error("stored {what} is invalid: {message}")]
     Corrupt { what: &'static str, message: String },
 
@@ -73,7 +84,9 @@ impl FeatureError {
             | FeatureError::InvalidReference { .. }
             | FeatureError::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             FeatureError::NotFound { .. } => ErrorCode::NotFound,
-            FeatureError::Conflict { .. } => ErrorCode::FailedPrecondition,
+            FeatureError::Conflict { .. } | FeatureError::VersionConflict { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             FeatureError::Corrupt { .. } => ErrorCode::DataCorrupted,
             FeatureError::Online(_) => ErrorCode::Unavailable,
             FeatureError::Arrow(_)

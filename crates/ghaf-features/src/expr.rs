@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray, new_null_array,
 };
 use arrow::compute::kernels::cmp;
 use arrow::compute::kernels::numeric;
@@ -124,6 +124,10 @@ impl Expr {
             }
             Node::Compare(op, left, right) => {
                 let (left, right) = (left.evaluate(batch)?, right.evaluate(batch)?);
+                // A comparison with an untyped NULL is NULL in every row.
+                if left.data_type() == &DataType::Null || right.data_type() == &DataType::Null {
+                    return Ok(Arc::new(BooleanArray::new_null(rows)));
+                }
                 let (left, right) = unify(left, right)?;
                 let result = match op {
                     CompareOp::Eq => cmp::eq(&left, &right)?,
@@ -138,16 +142,19 @@ impl Expr {
             Node::And(left, right) => {
                 let left = left.evaluate(batch)?;
                 let right = right.evaluate(batch)?;
-                Ok(Arc::new(and_kleene(as_bool(&left)?, as_bool(&right)?)?))
+                Ok(Arc::new(and_kleene(&as_bool(&left)?, &as_bool(&right)?)?))
             }
             Node::Or(left, right) => {
                 let left = left.evaluate(batch)?;
                 let right = right.evaluate(batch)?;
-                Ok(Arc::new(or_kleene(as_bool(&left)?, as_bool(&right)?)?))
+                Ok(Arc::new(or_kleene(&as_bool(&left)?, &as_bool(&right)?)?))
             }
-            Node::Not(inner) => Ok(Arc::new(not(as_bool(&inner.evaluate(batch)?)?)?)),
+            Node::Not(inner) => Ok(Arc::new(not(&as_bool(&inner.evaluate(batch)?)?)?)),
             Node::Negate(inner) => {
                 let values = inner.evaluate(batch)?;
+                if values.data_type() == &DataType::Null {
+                    return Ok(new_null_array(&self.data_type, rows));
+                }
                 let zero = literal_array(&Literal::Int(0), &DataType::Int64, rows);
                 let zero = cast(&zero, values.data_type())?;
                 arith(ArithOp::Sub, &zero, &values)
@@ -171,7 +178,7 @@ impl Expr {
                     let condition = condition.evaluate(batch)?;
                     let value = cast(&value.evaluate(batch)?, &self.data_type)?;
                     result =
-                        arrow::compute::kernels::zip::zip(as_bool(&condition)?, &value, &result)?;
+                        arrow::compute::kernels::zip::zip(&as_bool(&condition)?, &value, &result)?;
                 }
                 Ok(result)
             }
@@ -216,11 +223,17 @@ impl Expr {
     }
 }
 
-fn as_bool(array: &ArrayRef) -> Result<&BooleanArray, arrow::error::ArrowError> {
-    array
-        .as_any()
-        .downcast_ref::<BooleanArray>()
-        .ok_or_else(|| arrow::error::ArrowError::CastError("expected a boolean array".to_owned()))
+/// A boolean operand. An untyped NULL (the literal `NULL`, or an operator over NULLs only)
+/// is a boolean NULL in every row, so `NULL AND x`, `NOT NULL` and `CASE WHEN NULL` follow
+/// SQL's three-valued logic.
+fn as_bool(array: &ArrayRef) -> Result<BooleanArray, arrow::error::ArrowError> {
+    match array.data_type() {
+        DataType::Boolean => Ok(array.as_boolean().clone()),
+        DataType::Null => Ok(BooleanArray::new_null(array.len())),
+        other => Err(arrow::error::ArrowError::CastError(format!(
+            "expected a boolean operand, got {other}"
+        ))),
+    }
 }
 
 fn map_text(
@@ -869,6 +882,27 @@ mod tests {
             ints(&eval("CAST(b AS BIGINT)")),
             vec![Some(2), Some(-1), Some(4)]
         );
+    }
+
+    #[test]
+    fn untyped_null_in_boolean_logic() {
+        // Each used to fail at evaluation with "expected a boolean array", a 500 without the
+        // feature's name.
+        assert_eq!(
+            bools(&eval("NULL AND a > 0")),
+            vec![None, Some(false), None]
+        );
+        assert_eq!(bools(&eval("a > 0 OR NULL")), vec![Some(true), None, None]);
+        assert_eq!(bools(&eval("NOT NULL")), vec![None, None, None]);
+        assert_eq!(bools(&eval("NULL = NULL")), vec![None, None, None]);
+        assert_eq!(bools(&eval("a = NULL")), vec![None, None, None]);
+        assert_eq!(bools(&eval("NULL IS NULL")), vec![Some(true); 3]);
+        assert_eq!(
+            ints(&eval("CASE WHEN NULL THEN 1 ELSE 0 END")),
+            vec![Some(0), Some(0), Some(0)]
+        );
+        assert_eq!(ints(&eval("-NULL")), vec![None, None, None]);
+        assert_eq!(ints(&eval("NULL + a")), vec![None, None, None]);
     }
 
     #[test]

@@ -27,10 +27,10 @@ pub use error::FeatureError;
 pub use push::PushTarget;
 pub use service::{
     EntitySource, FeatureSelection, FeatureStore, LoadedView, MaterializeOutcome, OnlineColumn,
-    OnlineMetadata, OnlinePush, OnlineRequest, OnlineResponse, PushReport, Registry,
+    OnlineMetadata, OnlinePush, OnlineRequest, OnlineResponse, PushReport, Registry, RejectedRow,
     TrainingSetOutcome, TrainingSetRequest, format_micros,
 };
-pub use store::{FeatureDb, Materialization, StoredView};
+pub use store::{FeatureDb, Materialization, StoredJoinKey, StoredView};
 pub use training::{DEFAULT_TIMESTAMP_COLUMN, ViewSelection, point_in_time_join, timestamp_column};
 pub use value::json_value;
 pub use view::{CompiledFeature, CompiledView, FeatureTable, JoinKey, cast_keys, micros};

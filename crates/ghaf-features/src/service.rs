@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{RecordBatch, RecordBatchReader};
+use arrow::array::{Array, RecordBatch, RecordBatchReader};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, SchemaRef};
 use ghaf_core::{ProjectId, TenantId};
@@ -22,7 +22,7 @@ use crate::apply::{Change, Plan, PlannedChange, changed_fields, mentions};
 use crate::definition::{Definitions, Entity, FeatureRef, FeatureServiceSpec, KeyType};
 use crate::online::{EntityKey, KeyValue, OnlineRow, OnlineScope, OnlineStore, resolve};
 use crate::push::{PushTarget, batch_of, rows_of};
-use crate::store::{FeatureDb, Materialization, StoredView};
+use crate::store::{FeatureDb, Materialization, StoredJoinKey, StoredView};
 use crate::training::{ViewSelection, point_in_time_join, timestamp_column};
 use crate::value::json_value;
 use crate::view::{CompiledView, FeatureTable};
@@ -140,7 +140,23 @@ pub struct OnlinePush {
     pub written: u64,
     /// Keys whose stored row was newer than the pushed one.
     pub skipped: u64,
+    /// Pushed rows this view could not store online: a null join key or a null event time.
+    pub rejected: u64,
+    /// The first rejected rows (at most 100), each with its row number and reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_rows: Vec<RejectedRow>,
 }
+
+/// A pushed row that an online view rejected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RejectedRow {
+    /// Row number in the pushed `df`, from 1.
+    pub row: u64,
+    pub reason: String,
+}
+
+/// Most rejected rows listed per view in a push report; the count covers all of them.
+const LISTED_REJECTIONS: usize = 100;
 
 /// Result of a push.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -254,7 +270,22 @@ impl FeatureStore {
             .collect();
         definitions.validate(&stored.entities, &stored_views)?;
 
-        let mut entities: Vec<Entity> = definitions.entities.clone();
+        // A re-applied entity without a description keeps the stored one: omitting the
+        // field is not a request to clear it.
+        let applied: Vec<Entity> = definitions
+            .entities
+            .iter()
+            .map(|entity| {
+                let mut entity = entity.clone();
+                if entity.description.is_empty()
+                    && let Some(old) = stored.entities.iter().find(|e| e.name == entity.name)
+                {
+                    entity.description = old.description.clone();
+                }
+                entity
+            })
+            .collect();
+        let mut entities: Vec<Entity> = applied.clone();
         for entity in &stored.entities {
             if !entities.iter().any(|e| e.name == entity.name) {
                 entities.push(entity.clone());
@@ -262,7 +293,7 @@ impl FeatureStore {
         }
 
         let mut changes = Vec::new();
-        for entity in &definitions.entities {
+        for entity in &applied {
             let old = stored.entities.iter().find(|e| e.name == entity.name);
             let change = match old {
                 None => Change::Create,
@@ -282,7 +313,17 @@ impl FeatureStore {
             let schema = self
                 .dataset_schema(tenant, project, &spec.source.dataset, &spec.name)
                 .await?;
-            CompiledView::compile(spec, 0, &entities, &schema)?;
+            let compiled = CompiledView::compile(spec, 0, &entities, &schema)?;
+            let join_keys: Vec<StoredJoinKey> = spec
+                .entities
+                .iter()
+                .zip(&compiled.keys)
+                .map(|(entity, key)| StoredJoinKey {
+                    entity: entity.clone(),
+                    column: key.column.clone(),
+                    value_type: key.key_type,
+                })
+                .collect();
             let fingerprint = spec.fingerprint(&entities);
             let old = stored.feature_views.iter().find(|v| v.name == spec.name);
             let change = match old {
@@ -304,7 +345,7 @@ impl FeatureStore {
                     .unwrap_or_default(),
                 change: change.clone(),
             });
-            views.push((spec.clone(), fingerprint, change));
+            views.push((spec.clone(), fingerprint, change, join_keys));
         }
 
         for service in &definitions.feature_services {
@@ -345,7 +386,7 @@ impl FeatureStore {
         Ok(Plan {
             changes,
             kept,
-            entities: definitions.entities.clone(),
+            entities: applied,
             views,
             services: definitions.feature_services.clone(),
         })
@@ -367,16 +408,16 @@ impl FeatureStore {
                     .await?;
             }
         }
-        for (spec, fingerprint, change) in &plan.views {
+        for (spec, fingerprint, change, keys) in &plan.views {
             match change {
                 Change::Create => {
                     self.db
-                        .insert_view_version(tenant, project, spec, 1, fingerprint, actor)
+                        .insert_view_version(tenant, project, spec, 1, fingerprint, keys, actor)
                         .await?;
                 }
                 Change::NewVersion { to, .. } => {
                     self.db
-                        .insert_view_version(tenant, project, spec, *to, fingerprint, actor)
+                        .insert_view_version(tenant, project, spec, *to, fingerprint, keys, actor)
                         .await?;
                 }
                 Change::Update {
@@ -485,7 +526,7 @@ impl FeatureStore {
         }
 
         let batch = self.read_version(tenant, &dataset_version).await?;
-        let entities = self.db.list_entities(tenant, project).await?;
+        let entities = stored.entities(&self.db.list_entities(tenant, project).await?);
         let view = CompiledView::compile(&stored.spec, stored.version, &entities, &batch.schema())?;
         let (view, table) = tokio::task::spawn_blocking(move || {
             let table = view.table(&batch)?;
@@ -1012,15 +1053,28 @@ impl FeatureStore {
                 ),
             });
         }
-        let entities = self.db.list_entities(tenant, project).await?;
+        // Versions that recorded their join keys need no entity lookup; the project's
+        // entities are read at most once, for older versions.
+        let mut current_entities: Option<Vec<Entity>> = None;
 
         let mut names: Vec<String> = request.entities.keys().cloned().collect();
+        // Join keys come back as given with status PRESENT, as in Feast; a null key gets
+        // NULL_VALUE.
         let mut results: Vec<OnlineColumn> = request
             .entities
             .values()
             .map(|values| OnlineColumn {
                 values: values.clone(),
-                statuses: vec![crate::online::FieldStatus::Present; values.len()],
+                statuses: values
+                    .iter()
+                    .map(|v| {
+                        if v.is_null() {
+                            crate::online::FieldStatus::NullValue
+                        } else {
+                            crate::online::FieldStatus::Present
+                        }
+                    })
+                    .collect(),
                 event_timestamps: vec![format_micros(0); values.len()],
             })
             .collect();
@@ -1033,6 +1087,14 @@ impl FeatureStore {
                 .await?;
             let ttl = stored.spec.ttl_micros()?;
             let mut keys = Vec::with_capacity(rows);
+            let entities = if stored.join_keys.is_empty() {
+                if current_entities.is_none() {
+                    current_entities = Some(self.db.list_entities(tenant, project).await?);
+                }
+                stored.entities(current_entities.as_deref().unwrap_or_default())
+            } else {
+                stored.entities(&[])
+            };
             let join_keys: Vec<(String, KeyType)> = stored
                 .spec
                 .entities
@@ -1048,7 +1110,10 @@ impl FeatureStore {
                         })
                 })
                 .collect::<Result<_, _>>()?;
-            for row in 0..rows {
+            // A row with a null join key matches nothing: its features come back NOT_FOUND,
+            // as for an unknown key, and the other rows are read as usual.
+            let mut present = Vec::with_capacity(rows);
+            'rows: for row in 0..rows {
                 let mut parts = Vec::with_capacity(join_keys.len());
                 for (column, key_type) in &join_keys {
                     let values = request.entities.get(column).ok_or_else(|| {
@@ -1060,8 +1125,13 @@ impl FeatureStore {
                             ),
                         }
                     })?;
+                    if values[row].is_null() {
+                        present.push(false);
+                        continue 'rows;
+                    }
                     parts.push((column.clone(), key_value(column, &values[row], *key_type)?));
                 }
+                present.push(true);
                 keys.push(EntityKey::new(parts));
             }
             let scope = OnlineScope {
@@ -1070,7 +1140,18 @@ impl FeatureStore {
                 view: group.view.clone(),
                 version: stored.version,
             };
-            let stored_rows = self.online.read(&scope, &keys).await?;
+            let found = self.online.read(&scope, &keys).await?;
+            let mut found = found.into_iter();
+            let stored_rows: Vec<Option<OnlineRow>> = present
+                .iter()
+                .map(|&present| {
+                    if present {
+                        found.next().flatten()
+                    } else {
+                        None
+                    }
+                })
+                .collect();
             for (position, feature) in &group.features {
                 if stored.spec.feature(feature).is_none() {
                     return Err(FeatureError::InvalidReference {
@@ -1190,7 +1271,9 @@ impl FeatureStore {
                 report.skipped_views.push(stored.name.clone());
                 continue;
             }
-            let view = CompiledView::compile(spec, stored.version, &entities, &batch.schema())?;
+            let view_entities = stored.entities(&entities);
+            let view =
+                CompiledView::compile(spec, stored.version, &view_entities, &batch.schema())?;
             let table = view.table(&batch)?;
             let latest = table.index.latest_in_range(i64::MIN, i64::MAX);
             let rows: Vec<(EntityKey, OnlineRow)> = latest
@@ -1203,12 +1286,51 @@ impl FeatureStore {
                 view: stored.name.clone(),
                 version: stored.version,
             };
+            // Rows the index left out have no key or no time to store them under; they are
+            // reported instead of vanishing.
+            let mut rejected = 0u64;
+            let mut rejected_rows = Vec::new();
+            for row in 0..table.row_count() {
+                if table.index.position(row).is_some() {
+                    continue;
+                }
+                rejected += 1;
+                if rejected_rows.len() < LISTED_REJECTIONS {
+                    let null_key = view
+                        .keys
+                        .iter()
+                        .zip(&table.keys)
+                        .find(|(_, column)| column.is_null(row));
+                    let reason = match (null_key, &spec.event_time) {
+                        (Some((key, _)), _) => format!("the join key {:?} is null", key.column),
+                        (None, Some(column)) => format!("the event time {column:?} is null"),
+                        (None, None) => "the row has no key to store it under".to_owned(),
+                    };
+                    rejected_rows.push(RejectedRow {
+                        row: row as u64 + 1,
+                        reason,
+                    });
+                }
+            }
+            if rejected > 0 {
+                tracing::warn!(
+                    tenant = %tenant,
+                    project = %project,
+                    dataset = %dataset.name,
+                    view = %stored.name,
+                    version = stored.version,
+                    rejected,
+                    "pushed rows rejected online: null join key or event time"
+                );
+            }
             let counts = self.online.write(&scope, rows).await?;
             report.online.push(OnlinePush {
                 view: stored.name.clone(),
                 version: stored.version,
                 written: counts.written,
                 skipped: counts.skipped,
+                rejected,
+                rejected_rows,
             });
         }
         tracing::info!(

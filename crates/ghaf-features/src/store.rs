@@ -9,7 +9,16 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::FeatureError;
-use crate::definition::{Entity, FeatureServiceSpec, FeatureViewSpec};
+use crate::definition::{Entity, FeatureServiceSpec, FeatureViewSpec, KeyType};
+
+/// One join key of a stored view version: the entity, its key column and type, as they
+/// were when the version was applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredJoinKey {
+    pub entity: String,
+    pub column: String,
+    pub value_type: KeyType,
+}
 
 /// One stored version of a feature view.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -18,9 +27,43 @@ pub struct StoredView {
     pub version: i64,
     pub spec: FeatureViewSpec,
     pub fingerprint: String,
+    /// The join keys the version was applied with; empty for versions stored before join
+    /// keys were recorded, which use the current entities.
+    #[serde(default)]
+    pub join_keys: Vec<StoredJoinKey>,
     pub created_at: UnixMillis,
+    /// Principal id of the creator.
     pub created_by: String,
+    /// The creator's principal name, when the principal still exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by_name: Option<String>,
     pub updated_at: UnixMillis,
+}
+
+impl StoredView {
+    /// The entities to compile this version with: its recorded join keys, or `current`
+    /// for a version stored without them.
+    pub fn entities(&self, current: &[Entity]) -> Vec<Entity> {
+        if self.join_keys.is_empty() {
+            return current.to_vec();
+        }
+        let mut entities: Vec<Entity> = self
+            .join_keys
+            .iter()
+            .map(|key| Entity {
+                name: key.entity.clone(),
+                join_key: Some(key.column.clone()),
+                value_type: key.value_type,
+                description: String::new(),
+            })
+            .collect();
+        for entity in current {
+            if !entities.iter().any(|e| e.name == entity.name) {
+                entities.push(entity.clone());
+            }
+        }
+        entities
+    }
 }
 
 /// One materialisation run: the event-time range it wrote to the online store.
@@ -197,18 +240,31 @@ impl FeatureDb {
         Ok(())
     }
 
-    const VIEW_COLUMNS: &'static str =
-        "name, version, spec_json, fingerprint, created_at, created_by, updated_at";
+    /// Columns of a view version, from `feature_view_versions v` joined with the creator's
+    /// principal `p`.
+    const VIEW_COLUMNS: &'static str = "v.name, v.version, v.spec_json, v.fingerprint, \
+         v.join_keys_json, v.created_at, v.created_by, p.name AS created_by_name, v.updated_at";
+
+    /// The view-version table with the creator's principal, for `VIEW_COLUMNS`.
+    const VIEW_TABLE: &'static str =
+        "feature_view_versions v LEFT JOIN principals p ON p.id = v.created_by";
 
     fn view_from_row(row: &AnyRow) -> Result<StoredView, FeatureError> {
         let json: String = row.try_get("spec_json")?;
+        let keys: Option<String> = row.try_get("join_keys_json")?;
+        let join_keys = match keys {
+            Some(keys) => serde_json::from_str(&keys).map_err(corrupt("feature view join keys"))?,
+            None => Vec::new(),
+        };
         Ok(StoredView {
             name: row.try_get("name")?,
             version: row.try_get("version")?,
             spec: serde_json::from_str(&json).map_err(corrupt("feature view"))?,
             fingerprint: row.try_get("fingerprint")?,
+            join_keys,
             created_at: row.try_get("created_at")?,
             created_by: row.try_get("created_by")?,
+            created_by_name: row.try_get("created_by_name")?,
             updated_at: row.try_get("updated_at")?,
         })
     }
@@ -220,10 +276,11 @@ impl FeatureDb {
         project: &ProjectId,
     ) -> Result<Vec<StoredView>, FeatureError> {
         let statement = format!(
-            "SELECT {} FROM feature_view_versions v WHERE tenant_id = ? AND project_id = ? AND \
-             version = (SELECT MAX(version) FROM feature_view_versions w WHERE w.tenant_id = v.tenant_id \
-             AND w.project_id = v.project_id AND w.name = v.name) ORDER BY name",
-            Self::VIEW_COLUMNS
+            "SELECT {} FROM {} WHERE v.tenant_id = ? AND v.project_id = ? AND \
+             v.version = (SELECT MAX(version) FROM feature_view_versions w WHERE w.tenant_id = v.tenant_id \
+             AND w.project_id = v.project_id AND w.name = v.name) ORDER BY v.name",
+            Self::VIEW_COLUMNS,
+            Self::VIEW_TABLE
         );
         let rows = sqlx::query(self.db.sql(&statement))
             .bind(tenant.as_str())
@@ -241,9 +298,10 @@ impl FeatureDb {
         name: &str,
     ) -> Result<Vec<StoredView>, FeatureError> {
         let statement = format!(
-            "SELECT {} FROM feature_view_versions WHERE tenant_id = ? AND project_id = ? AND name = ? \
-             ORDER BY version",
-            Self::VIEW_COLUMNS
+            "SELECT {} FROM {} WHERE v.tenant_id = ? AND v.project_id = ? AND v.name = ? \
+             ORDER BY v.version",
+            Self::VIEW_COLUMNS,
+            Self::VIEW_TABLE
         );
         let rows = sqlx::query(self.db.sql(&statement))
             .bind(tenant.as_str())
@@ -264,14 +322,16 @@ impl FeatureDb {
     ) -> Result<StoredView, FeatureError> {
         let statement = match version {
             Some(_) => format!(
-                "SELECT {} FROM feature_view_versions WHERE tenant_id = ? AND project_id = ? AND name = ? \
-                 AND version = ?",
-                Self::VIEW_COLUMNS
+                "SELECT {} FROM {} WHERE v.tenant_id = ? AND v.project_id = ? AND v.name = ? \
+                 AND v.version = ?",
+                Self::VIEW_COLUMNS,
+                Self::VIEW_TABLE
             ),
             None => format!(
-                "SELECT {} FROM feature_view_versions WHERE tenant_id = ? AND project_id = ? AND name = ? \
-                 ORDER BY version DESC LIMIT 1",
-                Self::VIEW_COLUMNS
+                "SELECT {} FROM {} WHERE v.tenant_id = ? AND v.project_id = ? AND v.name = ? \
+                 ORDER BY v.version DESC LIMIT 1",
+                Self::VIEW_COLUMNS,
+                Self::VIEW_TABLE
             ),
         };
         let mut query = sqlx::query(self.db.sql(&statement))
@@ -296,6 +356,7 @@ impl FeatureDb {
     /// Stores `spec` as version `version`, which must be one more than the latest stored
     /// version (1 for a new view). A concurrent insert of the same version fails with
     /// `Conflict`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_view_version(
         &self,
         tenant: &TenantId,
@@ -303,12 +364,14 @@ impl FeatureDb {
         spec: &FeatureViewSpec,
         version: i64,
         fingerprint: &str,
+        join_keys: &[StoredJoinKey],
         actor: &str,
     ) -> Result<StoredView, FeatureError> {
         let now = ghaf_core::now_millis();
         let inserted = sqlx::query(self.db.sql(
             "INSERT INTO feature_view_versions (tenant_id, project_id, name, version, spec_json, \
-             fingerprint, created_at, created_by, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             fingerprint, join_keys_json, created_at, created_by, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(tenant.as_str())
         .bind(project.as_str())
@@ -316,6 +379,7 @@ impl FeatureDb {
         .bind(version)
         .bind(to_json(spec))
         .bind(fingerprint)
+        .bind(to_json(&join_keys))
         .bind(now)
         .bind(actor)
         .bind(now)
@@ -336,14 +400,18 @@ impl FeatureDb {
             version,
             spec: spec.clone(),
             fingerprint: fingerprint.to_owned(),
+            join_keys: join_keys.to_vec(),
             created_at: now,
             created_by: actor.to_owned(),
+            created_by_name: None,
             updated_at: now,
         })
     }
 
     /// Replaces the definition of an existing version whose fingerprint is `fingerprint`,
-    /// for edits that do not create a version (description, tags, TTL, online flag).
+    /// for edits that do not create a version (description, tags, TTL, online flag). Only
+    /// the latest version can be updated: when another apply has added a newer version since
+    /// the plan was made, the update fails with `VersionConflict` naming both versions.
     pub async fn update_view_in_place(
         &self,
         tenant: &TenantId,
@@ -352,9 +420,13 @@ impl FeatureDb {
         version: i64,
         fingerprint: &str,
     ) -> Result<(), FeatureError> {
+        // The subquery makes the check and the update one statement, so a version inserted
+        // between a separate check and the update cannot slip through.
         let updated = sqlx::query(self.db.sql(
             "UPDATE feature_view_versions SET spec_json = ?, updated_at = ? WHERE tenant_id = ? \
-             AND project_id = ? AND name = ? AND version = ? AND fingerprint = ?",
+             AND project_id = ? AND name = ? AND version = ? AND fingerprint = ? AND version = \
+             (SELECT MAX(w.version) FROM feature_view_versions w WHERE w.tenant_id = ? AND \
+             w.project_id = ? AND w.name = ?)",
         ))
         .bind(to_json(spec))
         .bind(ghaf_core::now_millis())
@@ -363,8 +435,23 @@ impl FeatureDb {
         .bind(&spec.name)
         .bind(version)
         .bind(fingerprint)
+        .bind(tenant.as_str())
+        .bind(project.as_str())
+        .bind(&spec.name)
         .execute(self.db.pool())
         .await?;
+        if updated.rows_affected() != 1
+            && let Some(latest) = self
+                .latest_view_version(tenant, project, &spec.name)
+                .await?
+            && latest != version
+        {
+            return Err(FeatureError::VersionConflict {
+                view: spec.name.clone(),
+                planned: version,
+                latest,
+            });
+        }
         if updated.rows_affected() != 1 {
             return Err(FeatureError::Conflict {
                 what: "feature view",
@@ -372,6 +459,25 @@ impl FeatureDb {
             });
         }
         Ok(())
+    }
+
+    /// The latest version number of a view, `None` when it has none.
+    async fn latest_view_version(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        name: &str,
+    ) -> Result<Option<i64>, FeatureError> {
+        let row = sqlx::query(self.db.sql(
+            "SELECT MAX(version) AS latest FROM feature_view_versions WHERE tenant_id = ? AND \
+             project_id = ? AND name = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(project.as_str())
+        .bind(name)
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("latest")?)
     }
 
     pub async fn insert_materialization(

@@ -34,6 +34,9 @@ pub struct CompiledFeature {
     pub name: String,
     pub data_type: DataType,
     kind: FeatureKind,
+    /// The expression text as written (the aggregation's input for a rolling feature), for
+    /// errors.
+    expression: String,
 }
 
 /// One join key of a view: its column and type.
@@ -194,10 +197,16 @@ impl CompiledView {
                     "the expression is always NULL; cast it to a type".to_owned(),
                 ));
             }
+            let expression = match (&feature.expression, &feature.aggregation) {
+                (_, Some(aggregation)) => aggregation.expression.clone(),
+                (Some(expression), None) => expression.clone(),
+                (None, None) => format!("\"{}\"", feature.name),
+            };
             features.push(CompiledFeature {
                 name: feature.name.clone(),
                 data_type,
                 kind,
+                expression,
             });
         }
         Ok(CompiledView {
@@ -238,18 +247,30 @@ impl CompiledView {
 
         let mut columns = Vec::with_capacity(self.features.len());
         for feature in &self.features {
+            // An expression that type-checked can still fail on the rows (a cast of a text
+            // that is no number); the error names the feature and its expression.
+            let failed = |error: arrow::error::ArrowError| FeatureError::InvalidExpression {
+                feature: format!("{}:{}", self.name, feature.name),
+                expression: feature.expression.clone(),
+                message: format!("evaluating it over the dataset's rows failed: {error}"),
+            };
             let column = match &feature.kind {
-                FeatureKind::Expression(expr) => expr.evaluate(batch)?,
+                FeatureKind::Expression(expr) => expr.evaluate(batch).map_err(failed)?,
                 FeatureKind::Rolling {
                     function,
                     input,
                     window,
-                } => rolling(&index, &input.evaluate(batch)?, *function, *window)?,
+                } => rolling(
+                    &index,
+                    &input.evaluate(batch).map_err(failed)?,
+                    *function,
+                    *window,
+                )?,
             };
             let column = if column.data_type() == &feature.data_type {
                 column
             } else {
-                cast(&column, &feature.data_type)?
+                cast(&column, &feature.data_type).map_err(failed)?
             };
             columns.push(column);
         }
@@ -277,16 +298,41 @@ pub fn micros(column: &ArrayRef) -> Result<Vec<Option<i64>>, FeatureError> {
                 .iter()
                 .collect())
         }
-        DataType::Date32 => Ok(column
+        // Date32 holds ±2^31 days, about ±5.9 million years, while microseconds in an i64
+        // reach only ±292,000 years: a date outside that range is an error, not a wrapped
+        // (or, in debug builds, panicking) multiplication.
+        DataType::Date32 => column
             .as_primitive::<Date32Type>()
             .iter()
-            .map(|d| d.map(|days| i64::from(days) * MICROS_PER_DAY))
-            .collect()),
+            .map(|d| {
+                d.map(|days| {
+                    i64::from(days).checked_mul(MICROS_PER_DAY).ok_or_else(|| {
+                        FeatureError::InvalidArgument {
+                            argument: "date column",
+                            message: format!(
+                                "the date {} is out of range: dates must lie within \
+                                 about 292,000 years of 1970-01-01 (day {days} since the epoch)",
+                                date32_text(days)
+                            ),
+                        }
+                    })
+                })
+                .transpose()
+            })
+            .collect(),
         other => Err(FeatureError::InvalidArgument {
             argument: "timestamp column",
             message: format!("type {other} is not a timestamp or date"),
         }),
     }
+}
+
+/// A Date32 value as `YYYY-MM-DD`, or its day number when chrono cannot represent it.
+fn date32_text(days: i32) -> String {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(i64::from(days))))
+        .map(|date| date.to_string())
+        .unwrap_or_else(|| format!("day {days}"))
 }
 
 /// The computed rows of one view version, indexed for as-of lookups.
@@ -350,4 +396,43 @@ pub fn cast_keys(keys: &[JoinKey], columns: Vec<ArrayRef>) -> Result<Vec<ArrayRe
             Ok(cast(&column, &key.arrow_type())?)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Date32Array;
+
+    use super::*;
+
+    #[test]
+    fn date_columns_convert_to_micros() {
+        let column: ArrayRef = Arc::new(Date32Array::from(vec![Some(0), Some(1), None, Some(-1)]));
+        assert_eq!(
+            micros(&column).unwrap(),
+            vec![Some(0), Some(MICROS_PER_DAY), None, Some(-MICROS_PER_DAY)]
+        );
+    }
+
+    #[test]
+    fn date_out_of_micros_range_is_an_error() {
+        // i32::MAX days times 86,400,000,000 overflows i64; this used to wrap or panic.
+        for days in [i32::MAX, i32::MIN, 106_751_992] {
+            let column: ArrayRef = Arc::new(Date32Array::from(vec![Some(0), Some(days)]));
+            let error = micros(&column).unwrap_err();
+            assert!(
+                matches!(error, FeatureError::InvalidArgument { .. }),
+                "{error}"
+            );
+            assert!(error.to_string().contains("out of range"), "{error}");
+        }
+        // The largest day that fits.
+        let last = (i64::MAX / MICROS_PER_DAY) as i32;
+        let column: ArrayRef = Arc::new(Date32Array::from(vec![last]));
+        assert_eq!(
+            micros(&column).unwrap(),
+            vec![Some(i64::from(last) * MICROS_PER_DAY)]
+        );
+    }
 }

@@ -18,7 +18,8 @@ use crate::definition::AggregateFunction;
 
 /// Computes `function` over `values` (one per source row of `index`) in windows of
 /// `window` microseconds. Returns Float64 values, or Int64 for `count`; rows the index
-/// skipped and windows without a non-null value get NULL (`count` gives 0).
+/// skipped and windows without a non-null value get NULL (`count` gives 0). A NaN input is
+/// treated as NULL: it is skipped and not counted, so it affects no window.
 pub fn rolling(
     index: &AsOfIndex,
     values: &ArrayRef,
@@ -33,12 +34,31 @@ pub fn rolling(
     for (events, rows) in index.runs() {
         let mut left = 0usize;
         let mut right = 0usize;
+        // Finite values are summed; infinities are counted apart, because subtracting an
+        // infinity that leaves the window would turn the running sum into NaN for good.
         let mut sum = 0.0f64;
         let mut count = 0u64;
+        let mut infinities = [0u64; 2];
         let mut extremes: VecDeque<usize> = VecDeque::new();
+        // NaN is treated as NULL: skipped by every function and not counted.
         let value = |position: usize| {
             let row = rows[position] as usize;
-            values.is_valid(row).then(|| values.value(row))
+            values
+                .is_valid(row)
+                .then(|| values.value(row))
+                .filter(|v| !v.is_nan())
+        };
+        let add = |sum: &mut f64, infinities: &mut [u64; 2], v: f64, sign: i64| {
+            if v.is_finite() {
+                *sum += sign as f64 * v;
+            } else {
+                let slot = usize::from(v < 0.0);
+                if sign > 0 {
+                    infinities[slot] += 1;
+                } else {
+                    infinities[slot] -= 1;
+                }
+            }
         };
         let better = |candidate: f64, kept: f64| match function {
             AggregateFunction::Min => candidate <= kept,
@@ -54,7 +74,7 @@ pub fn rolling(
             }
             while right < group_end {
                 if let Some(v) = value(right) {
-                    sum += v;
+                    add(&mut sum, &mut infinities, v, 1);
                     count += 1;
                     while let Some(&back) = extremes.back() {
                         let kept = value(back).unwrap_or(f64::NAN);
@@ -71,7 +91,7 @@ pub fn rolling(
             let lower = time.saturating_sub(window);
             while left < right && events[left] <= lower {
                 if let Some(v) = value(left) {
-                    sum -= v;
+                    add(&mut sum, &mut infinities, v, -1);
                     count -= 1;
                 }
                 if extremes.front() == Some(&left) {
@@ -79,11 +99,18 @@ pub fn rolling(
                 }
                 left += 1;
             }
+            let total = match infinities {
+                [0, 0] => sum,
+                [_, 0] => f64::INFINITY,
+                [0, _] => f64::NEG_INFINITY,
+                // Both signs in one window: the sum is undefined for this window only.
+                _ => f64::NAN,
+            };
             let aggregate = match function {
                 AggregateFunction::Count => Some(count as f64),
                 _ if count == 0 => None,
-                AggregateFunction::Sum => Some(sum),
-                AggregateFunction::Mean => Some(sum / count as f64),
+                AggregateFunction::Sum => Some(total),
+                AggregateFunction::Mean => Some(total / count as f64),
                 AggregateFunction::Min | AggregateFunction::Max => {
                     extremes.front().and_then(|&p| value(p))
                 }
@@ -143,6 +170,97 @@ mod tests {
             result,
             vec![Some(1.0), Some(4.0), Some(4.0), Some(100.0), Some(4.0)]
         );
+    }
+
+    #[test]
+    fn nan_is_skipped_like_null() {
+        // A NaN used to make the running sum NaN for every later window of the key.
+        let keys = vec![1, 1, 1, 1, 1];
+        let events = vec![0, 1, 2, 3, 4];
+        let values = vec![Some(1.0), Some(f64::NAN), Some(3.0), Some(5.0), None];
+        assert_eq!(
+            run(
+                AggregateFunction::Sum,
+                keys.clone(),
+                events.clone(),
+                values.clone(),
+                2
+            ),
+            vec![Some(1.0), Some(1.0), Some(3.0), Some(8.0), Some(5.0)]
+        );
+        assert_eq!(
+            run(
+                AggregateFunction::Mean,
+                keys.clone(),
+                events.clone(),
+                values.clone(),
+                2
+            ),
+            vec![Some(1.0), Some(1.0), Some(3.0), Some(4.0), Some(5.0)]
+        );
+        assert_eq!(
+            run(
+                AggregateFunction::Count,
+                keys.clone(),
+                events.clone(),
+                values.clone(),
+                2
+            ),
+            vec![Some(1.0), Some(1.0), Some(1.0), Some(2.0), Some(1.0)]
+        );
+        assert_eq!(
+            run(
+                AggregateFunction::Max,
+                keys.clone(),
+                events.clone(),
+                values.clone(),
+                2
+            ),
+            vec![Some(1.0), Some(1.0), Some(3.0), Some(5.0), Some(5.0)]
+        );
+        assert_eq!(
+            run(AggregateFunction::Min, keys, events, values, 2),
+            vec![Some(1.0), Some(1.0), Some(3.0), Some(3.0), Some(5.0)]
+        );
+        // A window of NaN only has no value.
+        assert_eq!(
+            run(
+                AggregateFunction::Mean,
+                vec![1, 1],
+                vec![0, 5],
+                vec![Some(f64::NAN), Some(2.0)],
+                2
+            ),
+            vec![None, Some(2.0)]
+        );
+    }
+
+    #[test]
+    fn infinities_leave_the_window() {
+        let keys = vec![1, 1, 1, 1];
+        let events = vec![0, 1, 2, 3];
+        let values = vec![
+            Some(f64::INFINITY),
+            Some(1.0),
+            Some(f64::NEG_INFINITY),
+            Some(2.0),
+        ];
+        let sums = run(AggregateFunction::Sum, keys, events, values, 2);
+        assert_eq!(sums[0], Some(f64::INFINITY));
+        assert_eq!(sums[1], Some(f64::INFINITY));
+        // The +inf at time 0 has left the window (1, 3]: no NaN from inf - inf.
+        assert_eq!(sums[2], Some(f64::NEG_INFINITY));
+        assert_eq!(sums[3], Some(f64::NEG_INFINITY));
+        let later = run(
+            AggregateFunction::Sum,
+            vec![1, 1, 1],
+            vec![0, 1, 5],
+            vec![Some(f64::INFINITY), Some(f64::NEG_INFINITY), Some(2.0)],
+            2,
+        );
+        assert!(later[1].unwrap().is_nan());
+        // Once both infinities have left, the sum is finite again.
+        assert_eq!(later[2], Some(2.0));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -789,6 +790,97 @@ fn parquet_batch_rows(
     Ok(by_bytes.clamp(1, options.batch_rows))
 }
 
+/// Names that writers use for UTC in the time zone of an Arrow timestamp. pandas and pyarrow
+/// write `UTC` for a tz-aware UTC column; the others are aliases of it in the IANA database.
+const UTC_NAMES: &[&str] = &[
+    "UTC",
+    "Z",
+    "Zulu",
+    "UCT",
+    "GMT",
+    "GMT0",
+    "GMT+0",
+    "GMT-0",
+    "Greenwich",
+    "Universal",
+    "Etc/UTC",
+    "Etc/UCT",
+    "Etc/Zulu",
+    "Etc/GMT",
+    "Etc/GMT0",
+    "Etc/GMT+0",
+    "Etc/GMT-0",
+    "Etc/Greenwich",
+    "Etc/Universal",
+];
+
+/// Returns true when `zone` is a fixed offset that Arrow parses without zone data: `+HH:MM`,
+/// `+HHMM` or `+HH`, with `+` or `-`.
+fn is_fixed_offset(zone: &str) -> bool {
+    let Some(rest) = zone.strip_prefix('+').or_else(|| zone.strip_prefix('-')) else {
+        return false;
+    };
+    let digits = |text: &str| text.len() == 2 && text.bytes().all(|byte| byte.is_ascii_digit());
+    let (hours, minutes) = match rest.len() {
+        2 => (rest, "00"),
+        4 => rest.split_at(2),
+        5 if rest.as_bytes()[2] == b':' => (&rest[..2], &rest[3..]),
+        _ => return false,
+    };
+    digits(hours)
+        && digits(minutes)
+        && hours.parse::<u8>().is_ok_and(|hours| hours <= 23)
+        && minutes.parse::<u8>().is_ok_and(|minutes| minutes <= 59)
+}
+
+/// Relabels a timestamp column whose time zone is a UTC name as `+00:00`.
+///
+/// Arrow stores a timestamp with a time zone as an instant since the epoch in UTC, and the
+/// zone only sets how the instant is displayed. This build of Arrow has no zone database
+/// (`chrono-tz`), so it parses only fixed offsets and fails on a name such as `UTC`. The
+/// relabelled column has the same instants. A fixed offset or no zone returns `None`, and
+/// any other zone name is an input error that names the column and the zone.
+fn utc_relabelled(source: &ArrayRef, column: &str) -> Result<Option<ArrayRef>, IngestError> {
+    let DataType::Timestamp(unit, Some(zone)) = source.data_type() else {
+        return Ok(None);
+    };
+    if is_fixed_offset(zone) {
+        return Ok(None);
+    }
+    if !UTC_NAMES.iter().any(|name| name.eq_ignore_ascii_case(zone)) {
+        return Err(IngestError::InvalidInput(format!(
+            "column {column:?} is a Parquet timestamp in the time zone {zone:?}, which Ghaf \
+             cannot read: only UTC (written as UTC, Z, Etc/UTC or GMT) and fixed offsets such \
+             as +04:00 are supported; convert the column to UTC before writing the file (in \
+             pandas: df[{column:?}] = df[{column:?}].dt.tz_convert(\"UTC\")), which keeps \
+             every instant"
+        )));
+    }
+    let utc = DataType::Timestamp(*unit, Some("+00:00".into()));
+    // A cast between two zones of the same unit copies the instants and parses neither zone.
+    let relabelled = arrow::compute::cast(source, &utc).map_err(|error| {
+        IngestError::InvalidInput(format!(
+            "column {column:?}: cannot read its timestamps in the time zone {zone:?} as UTC: \
+             {error}"
+        ))
+    })?;
+    Ok(Some(relabelled))
+}
+
+/// Converts a Parquet read error into an input error. When the file uses a page codec that
+/// this build leaves out (Brotli), the message also says how to rewrite the file.
+fn parquet_read_error(error: impl std::fmt::Display) -> IngestError {
+    let message = error.to_string();
+    if message.contains("Disabled feature at compile time") {
+        return IngestError::InvalidInput(format!(
+            "cannot read the input: {message}; Ghaf reads Parquet pages compressed with \
+             Snappy, gzip, LZ4 or zstd, so rewrite the file with one of them (in pandas: \
+             df.to_parquet(path, compression=\"zstd\"))"
+        ));
+    }
+    read_error(message)
+}
+
 struct ParquetSource {
     reader: ParquetRecordBatchReader,
     schema: DatasetSchema,
@@ -864,6 +956,8 @@ impl ParquetSource {
                 ))
             })?;
             let target = column.arrow_type();
+            let relabelled = utc_relabelled(source, &column.name)?;
+            let source = relabelled.as_ref().unwrap_or(source);
             if source.data_type() == &target {
                 columns.push(source.clone());
                 continue;
@@ -880,21 +974,26 @@ impl ParquetSource {
             // boolean true). Casting back and comparing catches that, so such a value is a
             // type failure, not a silent conversion. Text sources are parsed, not converted,
             // so "1.50" read as 1.5 is not a change.
-            let is_text = matches!(
-                source.data_type(),
-                arrow::datatypes::DataType::Utf8 | arrow::datatypes::DataType::LargeUtf8
-            );
+            let is_text = matches!(source.data_type(), DataType::Utf8 | DataType::LargeUtf8);
             let round_trip = if is_text {
                 None
             } else {
                 cast_with_options(&cast, source.data_type(), &cast_options).ok()
             };
-            let formatter = ArrayFormatter::try_new(source.as_ref(), &FormatOptions::default())?;
+            let format_error = |error: arrow::error::ArrowError| {
+                IngestError::InvalidInput(format!(
+                    "column {:?} has Parquet type {}, whose values cannot be shown: {error}",
+                    column.name,
+                    source.data_type()
+                ))
+            };
+            let formatter = ArrayFormatter::try_new(source.as_ref(), &FormatOptions::default())
+                .map_err(format_error)?;
             let back_formatter = match &round_trip {
-                Some(back) => Some(ArrayFormatter::try_new(
-                    back.as_ref(),
-                    &FormatOptions::default(),
-                )?),
+                Some(back) => Some(
+                    ArrayFormatter::try_new(back.as_ref(), &FormatOptions::default())
+                        .map_err(format_error)?,
+                ),
                 None => None,
             };
             for index in 0..source.len() {
@@ -938,7 +1037,7 @@ impl BatchSource for ParquetSource {
         let Some(batch) = self.reader.next() else {
             return Ok(None);
         };
-        let batch = batch.map_err(read_error)?;
+        let batch = batch.map_err(parquet_read_error)?;
         let parsed = self.convert(&batch)?;
         self.next_row += batch.num_rows() as u64;
         Ok(Some(parsed))
@@ -974,5 +1073,55 @@ mod tests {
         options.max_batch_bytes = DEFAULT_MAX_BATCH_BYTES;
         let rows = parquet_batch_rows(&builder, &schema, &options).unwrap();
         assert_eq!(rows, DEFAULT_BATCH_ROWS);
+    }
+
+    #[test]
+    fn fixed_offsets_are_recognised() {
+        for zone in ["+00:00", "+04:00", "-05:30", "+0400", "+04", "-23:59"] {
+            assert!(is_fixed_offset(zone), "{zone}");
+        }
+        for zone in [
+            "UTC",
+            "04:00",
+            "+4:00",
+            "+24:00",
+            "+04:60",
+            "+04:00:00",
+            "+",
+            "+0a:00",
+        ] {
+            assert!(!is_fixed_offset(zone), "{zone}");
+        }
+    }
+
+    #[test]
+    fn zone_names_relabelled_or_rejected() {
+        let values = arrow::array::TimestampNanosecondArray::from(vec![Some(1_500), None]);
+        for zone in ["UTC", "utc", "Z", "Etc/UTC", "GMT"] {
+            let source: ArrayRef = Arc::new(values.clone().with_timezone(zone));
+            let relabelled = utc_relabelled(&source, "at").unwrap().expect("relabelled");
+            assert_eq!(
+                relabelled.data_type(),
+                &DataType::Timestamp(
+                    arrow::datatypes::TimeUnit::Nanosecond,
+                    Some("+00:00".into())
+                )
+            );
+            assert_eq!(relabelled.to_data().buffers(), source.to_data().buffers());
+            assert!(relabelled.is_null(1));
+        }
+        let offset: ArrayRef = Arc::new(values.clone().with_timezone("+04:00"));
+        assert!(utc_relabelled(&offset, "at").unwrap().is_none());
+        let naive: ArrayRef = Arc::new(values.clone());
+        assert!(utc_relabelled(&naive, "at").unwrap().is_none());
+
+        let named: ArrayRef = Arc::new(values.with_timezone("Asia/Dubai"));
+        let error = utc_relabelled(&named, "at").unwrap_err();
+        assert!(matches!(error, IngestError::InvalidInput(_)), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains("\"at\"") && message.contains("\"Asia/Dubai\""),
+            "{message}"
+        );
     }
 }

@@ -100,6 +100,34 @@ pub enum JobKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service_account: Option<String>,
     },
+    /// Scores every row of a dataset version with a registered model version, verified
+    /// before loading, and stores the scores as a new version of `output_dataset`.
+    BatchScore {
+        /// Input dataset of the job's project.
+        dataset: String,
+        /// Input version; the latest when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dataset_version: Option<i64>,
+        /// Registered model name.
+        model: String,
+        /// Model version; give it or `model_alias`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model_version: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model_alias: Option<String>,
+        /// Dataset that receives the scores; created when missing.
+        output_dataset: String,
+        /// Input columns copied to the output; every column when empty.
+        #[serde(default)]
+        passthrough: Vec<String>,
+        /// Rows scored per chunk.
+        #[serde(default = "default_chunk_rows")]
+        chunk_rows: usize,
+    },
+}
+
+fn default_chunk_rows() -> usize {
+    10_000
 }
 
 fn default_validation_fraction() -> f64 {
@@ -121,6 +149,7 @@ impl JobKind {
             JobKind::Builtin { .. } => "builtin",
             JobKind::Command { .. } => "command",
             JobKind::Kubernetes { .. } => "kubernetes",
+            JobKind::BatchScore { .. } => "batch_score",
         }
     }
 }
@@ -348,6 +377,34 @@ impl JobSpec {
                     }
                 }
             }
+            JobKind::BatchScore { .. } => {}
+        }
+        if let JobKind::BatchScore {
+            dataset,
+            dataset_version,
+            model,
+            model_version,
+            model_alias,
+            output_dataset,
+            chunk_rows,
+            ..
+        } = &self.kind
+        {
+            validate_batch_score(
+                dataset,
+                *dataset_version,
+                model,
+                *model_version,
+                model_alias.as_deref(),
+                output_dataset,
+                *chunk_rows,
+            )?;
+            if !self.inputs.is_empty() {
+                return Err(JobError::invalid(
+                    "inputs",
+                    "batch_score jobs name their input in kind.dataset; leave inputs empty",
+                ));
+            }
         }
         if let Some(register) = &self.register {
             validate_register(register, &self.kind)?;
@@ -470,6 +527,57 @@ fn validate_input(index: usize, input: &JobInput) -> Result<(), JobError> {
             Ok(())
         }
     }
+}
+
+fn validate_batch_score(
+    dataset: &str,
+    dataset_version: Option<i64>,
+    model: &str,
+    model_version: Option<i64>,
+    model_alias: Option<&str>,
+    output_dataset: &str,
+    chunk_rows: usize,
+) -> Result<(), JobError> {
+    if dataset.trim().is_empty() {
+        return Err(JobError::invalid("kind.dataset", "name the input dataset"));
+    }
+    if dataset_version.is_some_and(|v| v < 1) {
+        return Err(JobError::invalid(
+            "kind.dataset_version",
+            "dataset versions start at 1; leave it out for the latest",
+        ));
+    }
+    if model.trim().is_empty() || model.len() > 256 {
+        return Err(JobError::invalid(
+            "kind.model",
+            "the model name must have 1 to 256 characters",
+        ));
+    }
+    match (model_version, model_alias) {
+        (Some(version), None) if version >= 1 => {}
+        (None, Some(alias)) if !alias.trim().is_empty() => {}
+        _ => {
+            return Err(JobError::invalid(
+                "kind.model_version",
+                "give either model_version (1 or more) or model_alias, not both",
+            ));
+        }
+    }
+    if ghaf_core::Name::parse(output_dataset).is_err() {
+        return Err(JobError::invalid(
+            "kind.output_dataset",
+            format!(
+                "output dataset {output_dataset:?} is not a valid name; use 1 to 63 lowercase letters, digits and '-'"
+            ),
+        ));
+    }
+    if !(1..=1_000_000).contains(&chunk_rows) {
+        return Err(JobError::invalid(
+            "kind.chunk_rows",
+            format!("chunk_rows is {chunk_rows}; use 1 to 1000000"),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_register(register: &RegisterSpec, kind: &JobKind) -> Result<(), JobError> {

@@ -19,7 +19,7 @@ pub struct Migration {
 
 /// Every migration, in the order it is applied. Versions are unique; domains use their own
 /// ranges (1–99 foundation, 100–199 tracking, 200–299 ingestion, 300–399 feature store,
-/// 400–499 jobs). Never edit a released entry.
+/// 400–499 jobs, 500–599 serving). Never edit a released entry.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -58,10 +58,28 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0300_features.sql"),
     },
     Migration {
+        version: 301,
+        name: "feature_view_keys",
+        sqlite: include_str!("../migrations/0301_feature_view_keys.sql"),
+        postgres: include_str!("../migrations/0301_feature_view_keys.sql"),
+    },
+    Migration {
         version: 400,
         name: "jobs",
         sqlite: include_str!("../migrations/0400_jobs.sql"),
         postgres: include_str!("../migrations/0400_jobs.sql"),
+    },
+    Migration {
+        version: 500,
+        name: "serving",
+        sqlite: include_str!("../migrations/0500_serving.sql"),
+        postgres: include_str!("../migrations/0500_serving.sql"),
+    },
+    Migration {
+        version: 600,
+        name: "monitoring",
+        sqlite: include_str!("../migrations/0600_monitoring.sql"),
+        postgres: include_str!("../migrations/0600_monitoring.sql"),
     },
 ];
 

@@ -68,7 +68,7 @@ impl ColumnFile {
     }
 }
 
-fn main() -> Result<(), BoxError> {
+pub fn main() -> Result<(), BoxError> {
     let arguments: Vec<String> = std::env::args().collect();
     let [_, path, rows, columns, mode] = arguments.as_slice() else {
         return Err(

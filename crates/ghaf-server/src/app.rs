@@ -25,6 +25,11 @@ pub fn router(state: AppState) -> Router {
     api::register_all(&mut api);
     let body_limit = state.config().http.max_body_bytes;
     api.into_router(state.clone())
+        // gRPC of the Open Inference Protocol shares the port; its paths name the service.
+        .route_service(
+            crate::oip::grpc::ROUTE,
+            crate::oip::grpc::service(state.clone()),
+        )
         .fallback(middleware::route_not_found)
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(
@@ -68,6 +73,21 @@ pub async fn open_state(config: &ServerConfig) -> anyhow::Result<AppState> {
     state.set_features(features.clone());
     state.set_ingest(ingest.clone());
     if let Some(tracking) = state.tracking().cloned() {
+        state.set_monitoring(monitoring_service(
+            config,
+            db.clone(),
+            ingest.clone(),
+            Some(tracking.clone()),
+        ));
+        let metrics = state.metrics().clone();
+        ghaf_serving::loader::set_process_runtime_options(runtime_options(config));
+        state.set_serving(serving_service(
+            db.clone(),
+            tracking.clone(),
+            ingest.clone(),
+            Some(features.clone()),
+            Some(Arc::new(move |rows| metrics.prediction_log_dropped(rows))),
+        ));
         state.set_job_services(crate::jobs::job_services(
             db,
             state.store_handle(),
@@ -78,6 +98,35 @@ pub async fn open_state(config: &ServerConfig) -> anyhow::Result<AppState> {
         ));
     }
     Ok(state)
+}
+
+/// Builds the monitoring service on the metadata database, with the alert sinks of the
+/// `monitoring` settings.
+pub fn monitoring_service(
+    config: &ServerConfig,
+    db: Db,
+    ingest: ghaf_ingest::IngestService,
+    tracking: Option<ghaf_tracking::TrackingService>,
+) -> ghaf_monitoring::MonitoringService {
+    let settings = &config.monitoring;
+    let non_empty = |value: &str| (!value.is_empty()).then(|| value.to_owned());
+    let delivery = ghaf_monitoring::delivery::DeliveryConfig {
+        nats_url: non_empty(&settings.nats_url),
+        kafka_brokers: non_empty(&settings.kafka_brokers),
+        webhook_timeout: Duration::from_secs(settings.webhook_timeout_seconds.max(1)),
+        webhook_attempts: settings.webhook_attempts.max(1),
+        webhook_backoff: Duration::from_millis(settings.webhook_backoff_ms),
+    };
+    ghaf_monitoring::MonitoringService::new(
+        ghaf_monitoring::MonitorStore::new(db.clone()),
+        ingest,
+        ghaf_jobs::JobStore::new(db),
+        tracking,
+        ghaf_monitoring::ServiceConfig {
+            delivery,
+            ..ghaf_monitoring::ServiceConfig::default()
+        },
+    )
 }
 
 /// Builds the feature store on the metadata database and the ingest service, with the
@@ -108,6 +157,39 @@ pub async fn feature_store(
         ingest,
         online,
     )))
+}
+
+/// Runtime options of every model load (endpoints and batch scoring jobs) from the
+/// `runtime` section; the execution provider comes from each endpoint or job.
+pub fn runtime_options(config: &crate::ServerConfig) -> ghaf_runtime::RuntimeOptions {
+    let library = config.runtime.onnxruntime_library.trim();
+    ghaf_runtime::RuntimeOptions {
+        onnxruntime_library: (!library.is_empty()).then(|| std::path::PathBuf::from(library)),
+        intra_op_threads: config.runtime.intra_op_threads.max(1),
+        ..ghaf_runtime::RuntimeOptions::default()
+    }
+}
+
+/// Builds the serving service: endpoints on the metadata database, models verified and
+/// loaded from the registry, the prediction log written through the ingest service.
+pub fn serving_service(
+    db: Db,
+    tracking: ghaf_tracking::TrackingService,
+    ingest: ghaf_ingest::IngestService,
+    features: Option<Arc<ghaf_features::FeatureStore>>,
+    on_log_drop: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+) -> Arc<ghaf_serving::ServingService> {
+    let loader = Arc::new(
+        ghaf_serving::loader::RegistryLoader::new(tracking)
+            .with_options(ghaf_serving::loader::process_runtime_options()),
+    );
+    Arc::new(ghaf_serving::ServingService::new(
+        db,
+        loader,
+        ingest,
+        features,
+        on_log_drop,
+    ))
 }
 
 /// Builds the ingest service on the metadata database and blob store, with staging files
@@ -262,6 +344,25 @@ pub async fn serve_with(
     consumers.extend(crate::consumers::start_kafka_consumers(&state).await);
     let shutdown_state = state.clone();
     let worker = crate::jobs::start_in_process_worker(&state)?;
+    let (evaluator_stop, evaluator_stopped) = tokio::sync::watch::channel(false);
+    let evaluator = match state.monitoring() {
+        Some(monitoring) if state.config().monitoring.evaluator => {
+            Some(monitoring.spawn_evaluator(
+                Duration::from_secs(state.config().monitoring.tick_seconds.max(1)),
+                evaluator_stopped,
+            ))
+        }
+        _ => None,
+    };
+    if let Some(serving) = state.serving() {
+        match serving.load_all().await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "loading deployed endpoints"),
+            Err(error) => {
+                tracing::error!(%error, "cannot list the deployed endpoints to load them")
+            }
+        }
+    }
     let app = router(state);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -323,9 +424,19 @@ pub async fn serve_with(
     for consumer in consumers {
         consumer.abort();
     }
+    let _ = evaluator_stop.send(true);
+    if let Some(evaluator) = evaluator
+        && let Err(error) = evaluator.await
+    {
+        tracing::error!(%error, "the monitor evaluator task failed");
+    }
     if let Some(worker) = worker {
         // Running attempts go back to the queue; another worker resumes them.
         worker.stop().await;
+    }
+    if let Some(serving) = shutdown_state.serving() {
+        // Predictions answered before the shutdown are written to the log.
+        serving.flush_log().await;
     }
     tracing::info!("ghaf server stopped");
     Ok(())

@@ -47,6 +47,72 @@ pub struct ServerConfig {
     pub features: FeaturesConfig,
     /// Training jobs and the in-process worker. Env: `GHAF_JOBS__WORKER`, `GHAF_JOBS__SLOTS`.
     pub jobs: JobsConfig,
+    /// Open Inference Protocol limits (REST `/v2` and gRPC). Env:
+    /// `GHAF_OIP__MAX_BODY_BYTES`, `GHAF_OIP__MAX_TENSOR_ELEMENTS`, `GHAF_OIP__MAX_JSON_DEPTH`.
+    pub oip: OipConfig,
+    /// Monitors and alert delivery. Env: `GHAF_MONITORING__EVALUATOR`,
+    /// `GHAF_MONITORING__NATS_URL`, `GHAF_MONITORING__KAFKA_BROKERS`.
+    pub monitoring: MonitoringConfig,
+    /// Model runtime of endpoints and batch scoring jobs. Env:
+    /// `GHAF_RUNTIME__ONNXRUNTIME_LIBRARY`, `GHAF_RUNTIME__INTRA_OP_THREADS`.
+    pub runtime: RuntimeConfig,
+}
+
+/// Options every model load uses; the execution provider comes from each endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Path of the ONNX Runtime shared library, used when `ORT_DYLIB_PATH` is not set; empty
+    /// for none.
+    pub onnxruntime_library: String,
+    /// Threads ONNX Runtime uses inside one operator, per model (at least 1).
+    pub intra_op_threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            onnxruntime_library: String::new(),
+            intra_op_threads: 1,
+        }
+    }
+}
+
+/// Monitor evaluation and alert delivery settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// Runs the evaluator that evaluates due monitors inside `ghaf server`.
+    pub evaluator: bool,
+    /// Time between the evaluator's checks for due monitors, in seconds.
+    pub tick_seconds: u64,
+    /// NATS server that alert events are published to, for rules with a `nats_subject`,
+    /// such as `nats://127.0.0.1:4222`. Empty disables NATS delivery.
+    pub nats_url: String,
+    /// Kafka bootstrap servers that alert events are produced to, for rules with a
+    /// `kafka_topic`, such as `127.0.0.1:9092`. Empty disables Kafka delivery.
+    pub kafka_brokers: String,
+    /// Time limit of one webhook request, in seconds.
+    pub webhook_timeout_seconds: u64,
+    /// Webhook attempts per alert event, counting the first.
+    pub webhook_attempts: u32,
+    /// Wait before the first webhook retry, in milliseconds; each later retry waits twice as
+    /// long.
+    pub webhook_backoff_ms: u64,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        Self {
+            evaluator: true,
+            tick_seconds: 10,
+            nats_url: String::new(),
+            kafka_brokers: String::new(),
+            webhook_timeout_seconds: 10,
+            webhook_attempts: 4,
+            webhook_backoff_ms: 1000,
+        }
+    }
 }
 
 /// Training job settings, shared by `ghaf server` and `ghaf worker`.
@@ -90,6 +156,31 @@ impl Default for JobsConfig {
             allow_commands: false,
             tracking_uri: String::new(),
             kubernetes: None,
+        }
+    }
+}
+
+/// Limits of the Open Inference Protocol routes; requests over them get `413` on REST and
+/// `OUT_OF_RANGE` on gRPC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OipConfig {
+    /// Largest inference request body (REST) or message (gRPC), in bytes. It replaces
+    /// `http.max_body_bytes` on the `/v2` inference routes.
+    pub max_body_bytes: usize,
+    /// Largest element count of one input tensor, checked on the shape before any data is
+    /// read.
+    pub max_tensor_elements: usize,
+    /// Deepest nesting of arrays in one input's JSON `data`.
+    pub max_json_depth: usize,
+}
+
+impl Default for OipConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024 * 1024,
+            max_tensor_elements: 16 * 1024 * 1024,
+            max_json_depth: 32,
         }
     }
 }
@@ -308,6 +399,9 @@ impl Default for ServerConfig {
             ingest: IngestConfig::default(),
             features: FeaturesConfig::default(),
             jobs: JobsConfig::default(),
+            oip: OipConfig::default(),
+            monitoring: MonitoringConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }

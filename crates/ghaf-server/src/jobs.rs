@@ -82,8 +82,12 @@ pub fn build_worker(state: &AppState, id: Option<String>) -> anyhow::Result<Arc<
         jobs.heartbeat_seconds,
         jobs.lease_seconds
     );
-    let mut worker =
-        Worker::new(worker_config, services).with_executor("builtin", Arc::new(BuiltinExecutor));
+    let mut worker = Worker::new(worker_config, services)
+        .with_executor("builtin", Arc::new(BuiltinExecutor))
+        .with_executor(
+            "batch_score",
+            Arc::new(ghaf_jobs::executor::batch_score::BatchScoreExecutor),
+        );
     if jobs.allow_commands {
         worker = worker.with_executor(
             "command",

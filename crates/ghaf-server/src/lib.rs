@@ -13,6 +13,7 @@ pub mod extract;
 pub mod jobs;
 pub mod metrics;
 pub mod middleware;
+pub mod oip;
 pub mod openapi;
 pub mod state;
 pub mod telemetry;

@@ -43,6 +43,7 @@ pub struct Metrics {
     audit_entries: Family<OutcomeLabels, Counter>,
     audit_failures: Counter,
     audit_suppressed: Counter,
+    prediction_log_dropped: Counter,
 }
 
 impl Metrics {
@@ -80,6 +81,12 @@ impl Metrics {
             "Entries of unauthenticated calls not written because they exceeded the rate limit",
             audit_suppressed.clone(),
         );
+        let prediction_log_dropped = Counter::default();
+        registry.register(
+            "prediction_log_dropped_rows",
+            "Prediction log rows dropped because the log queue was full or the log dataset could not be written",
+            prediction_log_dropped.clone(),
+        );
         let consumer_lag = Family::<ConsumerLabels, Gauge>::default();
         registry.register(
             "ingest_consumer_lag_messages",
@@ -94,6 +101,7 @@ impl Metrics {
             audit_entries,
             audit_failures,
             audit_suppressed,
+            prediction_log_dropped,
         }
     }
 
@@ -136,6 +144,10 @@ impl Metrics {
 
     pub fn audit_suppressed(&self) {
         self.audit_suppressed.inc();
+    }
+
+    pub fn prediction_log_dropped(&self, rows: u64) {
+        self.prediction_log_dropped.inc_by(rows);
     }
 
     /// Renders every metric in the Prometheus text exposition format.

@@ -72,6 +72,10 @@ struct Inner {
     features: std::sync::OnceLock<Arc<ghaf_features::FeatureStore>>,
     /// The job queue and the services its executors use, set once at start-up.
     jobs: std::sync::OnceLock<ghaf_jobs::executor::Services>,
+    /// Endpoints and inference, set once at start-up.
+    serving: std::sync::OnceLock<Arc<ghaf_serving::ServingService>>,
+    /// Monitors, reports and alerts, set once at start-up.
+    monitoring: std::sync::OnceLock<ghaf_monitoring::MonitoringService>,
 }
 
 impl AppState {
@@ -94,6 +98,8 @@ impl AppState {
                 ingest: std::sync::OnceLock::new(),
                 features: std::sync::OnceLock::new(),
                 jobs: std::sync::OnceLock::new(),
+                serving: std::sync::OnceLock::new(),
+                monitoring: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -171,5 +177,25 @@ impl AppState {
     /// Returns the job system's services, or `None` on a server started without them.
     pub fn job_services(&self) -> Option<&ghaf_jobs::executor::Services> {
         self.inner.jobs.get()
+    }
+
+    /// Sets the serving service; a second call keeps the first.
+    pub fn set_serving(&self, serving: Arc<ghaf_serving::ServingService>) {
+        let _ = self.inner.serving.set(serving);
+    }
+
+    /// Returns the serving service, or `None` on a server started without it.
+    pub fn serving(&self) -> Option<&Arc<ghaf_serving::ServingService>> {
+        self.inner.serving.get()
+    }
+
+    /// Sets the monitoring service; a second call keeps the first.
+    pub fn set_monitoring(&self, monitoring: ghaf_monitoring::MonitoringService) {
+        let _ = self.inner.monitoring.set(monitoring);
+    }
+
+    /// Returns the monitoring service, or `None` on a server started without it.
+    pub fn monitoring(&self) -> Option<&ghaf_monitoring::MonitoringService> {
+        self.inner.monitoring.get()
     }
 }

@@ -6,6 +6,7 @@
 //! the next caller sees.
 
 mod common;
+mod oip_support;
 
 use std::collections::BTreeMap;
 
@@ -251,15 +252,99 @@ fn expected_table() -> BTreeMap<&'static str, [Expect; 9]> {
         ("GET /api/v1/projects/{project}/jobs/{job}", VIEW),
         ("POST /api/v1/projects/{project}/jobs/{job}/cancel", DEVELOP),
         ("GET /api/v1/projects/{project}/jobs/{job}/logs", VIEW),
+        ("GET /api/v1/projects/{project}/endpoints", VIEW),
+        ("POST /api/v1/projects/{project}/endpoints", PROMOTE),
+        ("GET /api/v1/projects/{project}/endpoints/{endpoint}", VIEW),
+        (
+            "PUT /api/v1/projects/{project}/endpoints/{endpoint}",
+            PROMOTE,
+        ),
+        (
+            "DELETE /api/v1/projects/{project}/endpoints/{endpoint}",
+            PROMOTE,
+        ),
+        (
+            "POST /api/v1/projects/{project}/endpoints/{endpoint}/labels",
+            DEVELOP,
+        ),
+        (
+            "GET /api/v1/projects/{project}/endpoints/{endpoint}/predictions",
+            VIEW,
+        ),
+        // Open Inference Protocol paths name no project either; endpoint `scorer` is deployed
+        // in the bootstrap project for these calls.
+        ("GET /v2/models/{name}", [A, A, D, H, H, H, H, H, H]),
+        (
+            "GET /v2/models/{name}/versions/{version}",
+            [A, A, D, H, H, H, H, H, H],
+        ),
+        ("GET /v2/models/{name}/ready", [A, A, D, H, H, H, H, H, H]),
+        (
+            "GET /v2/models/{name}/versions/{version}/ready",
+            [A, A, D, H, H, H, H, H, H],
+        ),
+        ("POST /v2/models/{name}/infer", [A, A, D, H, H, H, H, H, H]),
+        (
+            "POST /v2/models/{name}/versions/{version}/infer",
+            [A, A, D, H, H, H, H, H, H],
+        ),
+        ("GET /api/v1/projects/{project}/monitors", VIEW),
+        ("POST /api/v1/projects/{project}/monitors", DEVELOP),
+        ("GET /api/v1/projects/{project}/monitors/{monitor}", VIEW),
+        ("PUT /api/v1/projects/{project}/monitors/{monitor}", DEVELOP),
+        (
+            "DELETE /api/v1/projects/{project}/monitors/{monitor}",
+            DEVELOP,
+        ),
+        (
+            "POST /api/v1/projects/{project}/monitors/{monitor}/evaluate",
+            DEVELOP,
+        ),
+        (
+            "GET /api/v1/projects/{project}/monitors/{monitor}/reports",
+            VIEW,
+        ),
+        (
+            "GET /api/v1/projects/{project}/monitors/{monitor}/alert-rules",
+            VIEW,
+        ),
+        (
+            "POST /api/v1/projects/{project}/monitors/{monitor}/alert-rules",
+            DEVELOP,
+        ),
+        (
+            "PUT /api/v1/projects/{project}/monitors/{monitor}/alert-rules/{rule}",
+            DEVELOP,
+        ),
+        (
+            "DELETE /api/v1/projects/{project}/monitors/{monitor}/alert-rules/{rule}",
+            DEVELOP,
+        ),
+        (
+            "GET /api/v1/projects/{project}/monitors/{monitor}/alerts",
+            VIEW,
+        ),
+        (
+            "POST /api/v1/projects/{project}/monitors/{monitor}/alerts/{alert}/ack",
+            DEVELOP,
+        ),
+        (
+            "GET /api/v1/projects/{project}/monitors/{monitor}/alerts/{alert}/deliveries",
+            VIEW,
+        ),
+        ("POST /api/v1/projects/{project}/drift", VIEW),
     ])
 }
 
 /// Routes that need no token.
-const PUBLIC: [&str; 4] = [
+const PUBLIC: [&str; 7] = [
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",
     "GET /api/v1/openapi.json",
+    "GET /v2/health/live",
+    "GET /v2/health/ready",
+    "GET /v2",
 ];
 
 /// A fresh store with one principal per caller kind, a project `p` in tenant `default`, and a
@@ -271,6 +356,8 @@ struct World {
     tracking: TrackingIds,
     /// A queued job of project `p`.
     job_id: String,
+    /// A firing alert of monitor `mon` (over dataset `d`) and its rule `rule`.
+    alert_id: String,
 }
 
 /// Tracking objects of project `p`: experiment `e` (id 1) with a run that has a param, a
@@ -670,6 +757,47 @@ async fn new_world() -> World {
         .unwrap()
         .id;
 
+    // Monitor `mon` compares the newest version of `d` with version 1; rule `rule` fires on
+    // any drift share, so the evaluation raises one alert.
+    let monitoring = app.state.monitoring().expect("monitoring service");
+    let monitor = monitoring
+        .create_monitor(
+            &project.tenant,
+            &project.id,
+            &ghaf_monitoring::MonitorSpec::from_json(serde_json::json!({
+                "name": "mon",
+                "target": {"type": "dataset", "name": "d"},
+                "reference": {"dataset": "d", "version": 1},
+                "window": {"type": "latest_version"},
+            }))
+            .unwrap(),
+            "matrix",
+        )
+        .await
+        .unwrap();
+    monitoring
+        .create_rule(
+            &monitor,
+            &ghaf_monitoring::AlertRuleSpec::from_json(serde_json::json!({
+                "name": "rule",
+                "condition": {"type": "drift_share", "at_least": 0.0},
+            }))
+            .unwrap(),
+            "matrix",
+        )
+        .await
+        .unwrap();
+    monitoring.evaluate(&monitor).await.unwrap();
+    let alert_id = monitoring
+        .store()
+        .list_alerts(&monitor, None, 10)
+        .await
+        .unwrap()
+        .first()
+        .expect("the seeded rule fired")
+        .id
+        .clone();
+
     let (_, _, beta_token) = tenancy
         .create_tenant(&admin, &name("beta"), "Beta", &name("beta-admin"))
         .await
@@ -687,6 +815,7 @@ async fn new_world() -> World {
         viewer_token_id,
         tracking,
         job_id,
+        alert_id,
     }
 }
 
@@ -741,7 +870,12 @@ fn request_for(key: &str, path: &str, world: &World) -> (String, Option<serde_js
         .replace("{version}", "1")
         .replace("{model}", "m")
         .replace("{alias}", "champion")
-        .replace("{job}", &world.job_id);
+        .replace("{name}", oip_support::ENDPOINT)
+        .replace("{job}", &world.job_id)
+        .replace("{endpoint}", MATRIX_ENDPOINT)
+        .replace("{monitor}", "mon")
+        .replace("{rule}", "rule")
+        .replace("{alert}", &world.alert_id);
     let body = match key {
         "POST /api/v1/tenants" => Some(serde_json::json!({"name": "gamma"})),
         "POST /api/v1/projects" => Some(serde_json::json!({"name": "new-project"})),
@@ -785,6 +919,50 @@ fn request_for(key: &str, path: &str, world: &World) -> (String, Option<serde_js
         "POST /api/v1/projects/{project}/feature-views/{view}/materialize" => {
             Some(serde_json::json!({}))
         }
+        "POST /v2/models/{name}/infer" | "POST /v2/models/{name}/versions/{version}/infer" => {
+            Some(serde_json::json!({
+                "inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [0.5, 3]}],
+            }))
+        }
+        "POST /api/v1/projects/{project}/monitors" => Some(serde_json::json!({
+            "name": "new-monitor",
+            "target": {"type": "dataset", "name": "d"},
+            "reference": {"dataset": "d", "version": 1},
+            "window": {"type": "latest_version"},
+        })),
+        "PUT /api/v1/projects/{project}/monitors/{monitor}" => Some(serde_json::json!({
+            "name": "mon",
+            "target": {"type": "dataset", "name": "d"},
+            "reference": {"dataset": "d", "version": 1},
+            "window": {"type": "rows", "count": 10},
+        })),
+        "POST /api/v1/projects/{project}/monitors/{monitor}/alert-rules" => {
+            Some(serde_json::json!({
+                "name": "new-rule",
+                "condition": {"type": "drift_share", "at_least": 0.5},
+            }))
+        }
+        "PUT /api/v1/projects/{project}/monitors/{monitor}/alert-rules/{rule}" => {
+            Some(serde_json::json!({
+                "name": "rule",
+                "condition": {"type": "drift_share", "at_least": 0.9},
+            }))
+        }
+        "POST /api/v1/projects/{project}/drift" => Some(serde_json::json!({
+            "reference": {"dataset": "d", "version": 1},
+            "current": {"dataset": "d"},
+        })),
+        "POST /api/v1/projects/{project}/endpoints" => Some(serde_json::json!({
+            "name": "new-endpoint",
+            "model": "m",
+            "version": 1,
+        })),
+        "PUT /api/v1/projects/{project}/endpoints/{endpoint}" => {
+            Some(serde_json::json!({"model": "m", "version": 1}))
+        }
+        "POST /api/v1/projects/{project}/endpoints/{endpoint}/labels" => Some(serde_json::json!({
+            "labels": [{"request_id": "r1", "label": 1.0}],
+        })),
         "POST /api/v1/projects/{project}/jobs" => Some(serde_json::json!({
             "name": "matrix-submitted",
             "kind": {"type": "command", "command": ["true"]},
@@ -875,6 +1053,39 @@ async fn authorisation_matrix() {
     );
 }
 
+/// Endpoint of project `p` that the endpoint routes address; it serves model `m` version 1,
+/// whose files are no model, so it ends up failed, which no route of the matrix minds.
+const MATRIX_ENDPOINT: &str = "ep";
+
+async fn deploy_matrix_endpoint(world: &World) {
+    let tenant = ghaf_core::TenantId::from_stored("default");
+    let project = world
+        .app
+        .state
+        .store()
+        .get_project_by_name(&tenant, "p")
+        .await
+        .unwrap()
+        .expect("project p");
+    let scope = ghaf_serving::EndpointScope {
+        tenant,
+        project: project.id,
+    };
+    let spec = ghaf_serving::DeploySpec {
+        model: "m".into(),
+        version: 1,
+        ..ghaf_serving::DeploySpec::default()
+    };
+    world
+        .app
+        .state
+        .serving()
+        .expect("serving service")
+        .create(&scope, "p", MATRIX_ENDPOINT, &spec, "matrix")
+        .await
+        .unwrap();
+}
+
 /// Makes one call of the matrix on a fresh store and returns what did not match. Without a
 /// caller, the call carries no credentials and must get 401.
 async fn check_call(
@@ -883,10 +1094,16 @@ async fn check_call(
     caller: Option<(&'static str, Expect)>,
 ) -> Vec<String> {
     let world = new_world().await;
+    if key.contains(" /v2/models/") {
+        oip_support::deploy(&world.app).await;
+    }
+    if key.contains("/endpoints") {
+        deploy_matrix_endpoint(&world).await;
+    }
     let (path, body) = request_for(&key, route.path, &world);
     let Some((caller, want)) = caller else {
         let response = send(&world, route.method.as_str(), &path, None, body).await;
-        if response.status != 401 || response.code() != "unauthenticated" {
+        if response.status != 401 || error_code(&key, &response) != "unauthenticated" {
             return vec![format!(
                 "{key} anonymous: got {} {}",
                 response.status,
@@ -900,8 +1117,10 @@ async fn check_call(
     let response = send(&world, route.method.as_str(), &path, Some(&token), body).await;
     let ok = match want {
         Expect::Allow => response.status.as_u16() == route.success,
-        Expect::Deny => response.status == 403 && response.code() == "permission_denied",
-        Expect::Hidden => response.status == 404 && response.code() == "not_found",
+        Expect::Deny => {
+            response.status == 403 && error_code(&key, &response) == "permission_denied"
+        }
+        Expect::Hidden => response.status == 404 && error_code(&key, &response) == "not_found",
     };
     if !ok {
         return vec![format!(
@@ -929,6 +1148,26 @@ async fn check_call(
         }
     }
     leaks
+}
+
+/// The error code of a response. Open Inference Protocol routes answer with the protocol's
+/// `{"error": "<message>"}` body, which has no code, so their status stands for it.
+fn error_code(key: &str, response: &common::TestResponse) -> String {
+    if !key.contains(" /v2/") {
+        return response.code();
+    }
+    let has_body = serde_json::from_slice::<serde_json::Value>(&response.body)
+        .is_ok_and(|body| body["error"].is_string());
+    if !has_body {
+        return format!("{key}: no protocol error body");
+    }
+    match response.status.as_u16() {
+        401 => "unauthenticated",
+        403 => "permission_denied",
+        404 => "not_found",
+        _ => "",
+    }
+    .to_owned()
 }
 
 #[tokio::test]

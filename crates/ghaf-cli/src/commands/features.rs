@@ -317,6 +317,17 @@ fn print_registry(registry: &Value) {
     output::print_table(&table, "The project has no feature definitions.");
 }
 
+/// An interval bound in microseconds as RFC 3339 UTC; the open bounds of a run over every
+/// row print as `-`.
+fn format_event_micros(value: &Value) -> String {
+    match value.as_i64() {
+        Some(i64::MIN) | Some(i64::MAX) | None => "-".to_owned(),
+        Some(micros) => chrono::DateTime::from_timestamp_micros(micros)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            .unwrap_or_else(|| micros.to_string()),
+    }
+}
+
 fn print_versions(versions: &Value) {
     let mut table = output::table(&["version", "fingerprint", "created", "created by"]);
     for version in versions["versions"].as_array().into_iter().flatten() {
@@ -325,25 +336,23 @@ fn print_versions(versions: &Value) {
             format!("v{}", version["version"]),
             fingerprint.chars().take(12).collect(),
             output::format_millis(version["created_at"].as_i64().unwrap_or(0)),
-            text(&version["created_by"]),
+            // The principal's name when the server knows it, else its id.
+            match version["created_by_name"].as_str() {
+                Some(name) => name.to_owned(),
+                None => text(&version["created_by"]),
+            },
         ]);
     }
     output::print_table(&table, "The view has no versions.");
-    let mut runs = output::table(&[
-        "start (µs)",
-        "end (µs)",
-        "written",
-        "skipped",
-        "dataset version",
-    ]);
+    let mut runs = output::table(&["start", "end", "written", "skipped", "dataset version"]);
     for run in versions["materializations"]
         .as_array()
         .into_iter()
         .flatten()
     {
         runs.add_row([
-            run["start_micros"].to_string(),
-            run["end_micros"].to_string(),
+            format_event_micros(&run["start_micros"]),
+            format_event_micros(&run["end_micros"]),
             run["keys_written"].to_string(),
             run["keys_skipped"].to_string(),
             run["dataset_version"].to_string(),

@@ -2,8 +2,10 @@
 
 pub mod audit;
 pub mod datasets;
+pub mod endpoints;
 pub mod features;
 pub mod jobs;
+pub mod monitor;
 pub mod principals;
 pub mod projects;
 pub mod quickstart;
@@ -68,6 +70,12 @@ pub enum Command {
     /// Submit, list, cancel and follow training jobs
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Deploy model versions as endpoints, post labels and read the prediction log
+    #[command(subcommand)]
+    Endpoints(endpoints::EndpointsCommand),
+    /// Monitor endpoints and datasets for drift and performance, with alerts
+    #[command(subcommand)]
+    Monitor(monitor::MonitorCommand),
     /// Search experiment runs with MLflow's filter grammar
     #[command(subcommand)]
     Runs(tracking::RunsCommand),
@@ -98,6 +106,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Datasets(command) => datasets::run(&Context::load(&cli.global)?, command).await,
         Command::Features(command) => features::run(&Context::load(&cli.global)?, command).await,
         Command::Jobs(command) => jobs::run(&Context::load(&cli.global)?, command).await,
+        Command::Endpoints(command) => endpoints::run(&Context::load(&cli.global)?, command).await,
+        Command::Monitor(command) => monitor::run(&Context::load(&cli.global)?, command).await,
         Command::Runs(command) => tracking::run_runs(&Context::load(&cli.global)?, command).await,
         Command::Models(command) => {
             tracking::run_models(&Context::load(&cli.global)?, command).await

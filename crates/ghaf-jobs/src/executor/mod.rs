@@ -5,6 +5,7 @@
 //! signal, and returns the job's result or an [`ExecError`]. It must return soon after the
 //! stop signal fires, with [`ExecError::Stopped`].
 
+pub mod batch_score;
 pub mod builtin;
 pub mod command;
 mod data;

@@ -7,10 +7,12 @@
 
 mod audit;
 pub mod datasets;
+pub mod endpoints;
 pub mod features;
 pub mod jobs;
 pub mod lineage;
 pub mod mlflow;
+pub mod monitor;
 mod system;
 mod tenancy;
 mod tokens;
@@ -60,6 +62,9 @@ pub struct RouteInfo {
     /// A Feast-compatible route whose path names no project: the project is chosen as on
     /// MLflow routes, but errors keep Ghaf's body.
     pub project_from_header: bool,
+    /// An Open Inference Protocol route: errors have the protocol's `{"error": "<message>"}`
+    /// body.
+    pub oip: bool,
 }
 
 impl RouteInfo {
@@ -75,6 +80,7 @@ impl RouteInfo {
             query: &[],
             mlflow: false,
             project_from_header: false,
+            oip: false,
         }
     }
 
@@ -88,6 +94,12 @@ impl RouteInfo {
     /// [`RouteInfo::project_from_header`]).
     pub fn project_from_header(mut self) -> Self {
         self.project_from_header = true;
+        self
+    }
+
+    /// Marks the route as an Open Inference Protocol route (see [`RouteInfo::oip`]).
+    pub fn oip(mut self) -> Self {
+        self.oip = true;
         self
     }
 
@@ -138,6 +150,7 @@ impl ApiRouter {
         let access = info.access;
         let mlflow_route = info.mlflow;
         let project_from_header = info.project_from_header;
+        let oip_route = info.oip;
         let build: RouteBuilder = Box::new(move |state: AppState| {
             let method_router: MethodRouter<AppState> = axum::routing::on(filter, handler);
             let method_router = match access {
@@ -157,6 +170,8 @@ impl ApiRouter {
             };
             if mlflow_route {
                 method_router.route_layer(axum::middleware::from_fn(mlflow::error_layer))
+            } else if oip_route {
+                method_router.route_layer(axum::middleware::from_fn(crate::oip::error_layer))
             } else {
                 method_router
             }
@@ -195,11 +210,14 @@ pub fn register_all(api: &mut ApiRouter) {
     tokens::register(api);
     audit::register(api);
     datasets::register(api);
+    endpoints::register(api);
     features::register(api);
     jobs::register(api);
     lineage::register(api);
     mlflow::register(api);
+    monitor::register(api);
     tracking::register(api);
+    crate::oip::register(api);
 }
 
 /// Returns every schema referenced by a route, for the OpenAPI document.
@@ -283,6 +301,28 @@ pub fn schemas() -> Vec<(
         entry::<jobs::JobSpecBody>(),
         entry::<jobs::JobView>(),
         entry::<jobs::JobList>(),
+        entry::<monitor::MonitorSpecBody>(),
+        entry::<monitor::AlertRuleSpecBody>(),
+        entry::<monitor::MonitorView>(),
+        entry::<monitor::MonitorList>(),
+        entry::<monitor::EvaluationView>(),
+        entry::<monitor::ReportList>(),
+        entry::<monitor::AlertRuleView>(),
+        entry::<monitor::AlertRuleList>(),
+        entry::<monitor::CreatedAlertRuleView>(),
+        entry::<monitor::AlertView>(),
+        entry::<monitor::AlertList>(),
+        entry::<monitor::DeliveryView>(),
+        entry::<monitor::DeliveryList>(),
+        entry::<monitor::DriftRequest>(),
+        entry::<monitor::DriftView>(),
+        entry::<endpoints::CreateEndpointRequest>(),
+        entry::<endpoints::UpdateEndpointRequest>(),
+        entry::<endpoints::EndpointView>(),
+        entry::<endpoints::EndpointList>(),
+        entry::<endpoints::LabelsRequest>(),
+        entry::<endpoints::LabelsResponse>(),
+        entry::<endpoints::PredictionList>(),
     ]
 }
 

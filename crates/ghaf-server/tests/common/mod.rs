@@ -46,6 +46,7 @@ impl TestApp {
         state.set_tracking(tracking);
         state.set_ingest(ingest);
         state.set_features(features.clone());
+        let serving_features = features.clone();
         state.set_job_services(ghaf_server::jobs::job_services(
             db_for_jobs,
             state.store_handle(),
@@ -53,6 +54,29 @@ impl TestApp {
             state.ingest().cloned().expect("ingest service"),
             state.tracking().cloned().expect("tracking service"),
             Some(features),
+        ));
+        state.set_serving(ghaf_server::app::serving_service(
+            state
+                .job_services()
+                .expect("job services")
+                .jobs
+                .db()
+                .clone(),
+            state.tracking().cloned().expect("tracking service"),
+            state.ingest().cloned().expect("ingest service"),
+            Some(serving_features),
+            None,
+        ));
+        state.set_monitoring(ghaf_server::app::monitoring_service(
+            state.config(),
+            state
+                .job_services()
+                .expect("job services")
+                .jobs
+                .db()
+                .clone(),
+            state.ingest().cloned().expect("ingest service"),
+            state.tracking().cloned(),
         ));
         let created = ghaf_server::bootstrap(&state)
             .await
