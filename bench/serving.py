@@ -10,13 +10,15 @@ Run through bench/serving.sh, which prepares the venv and passes the paths. Step
 4. Start MLServer with mlserver-sklearn serving the same fitted model (joblib).
 5. Per server and protocol: latency of one client sending one row at a time (p50, p99),
    then throughput with CLIENTS processes sending as fast as they can.
+6. With --rust-client: REST of both servers again with the Rust load generator
+   (crates/ghaf-server/examples/oip_load.rs, one CPU, keep-alive connections), after
+   checking that both servers answer the body with 200.
 
 Both servers get identical request bodies, built once, and the same Python client loop, so
 the client's own overhead is in every number, including for Ghaf against the floor.
 Servers are started by PID and stopped by PID.
 
-NOTE: this script has run end to end only against a debug build of ghaf on a loaded machine;
-no release-build results are recorded in BENCHMARKS.md yet.
+Results of a release build are recorded in BENCHMARKS.md.
 """
 
 import argparse
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -161,6 +164,46 @@ def measure(name, target, single, clients, seconds):
     return row
 
 
+def rest_post(url, body, headers):
+    """One POST; returns (status, body) without raising on a non-2xx status."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def rust_measure(binary, name, url, body_file, headers, requests, connections, seconds):
+    """Latency and saturation runs of the Rust load generator (one CPU) against one server."""
+
+    def run(*extra):
+        command = [binary, url, body_file]
+        for key, value in headers.items():
+            command += ["-H", f"{key}: {value}"]
+        output = subprocess.run(command + list(extra), capture_output=True, text=True)
+        if output.returncode != 0:
+            raise RuntimeError(f"oip_load {url} {' '.join(extra)} failed: {output.stderr[-2000:]}")
+        return json.loads(output.stdout.strip().splitlines()[-1])
+
+    latency = run("--requests", str(requests))
+    saturation = run("--connections", str(connections), "--seconds", str(seconds))
+    row = {
+        "target": name,
+        "p50_us": latency["p50_us"],
+        "p99_us": latency["p99_us"],
+        "throughput_rps": saturation["throughput_rps"],
+        "errors": latency["errors"] + saturation["errors"],
+    }
+    print(
+        f"{name + ' (Rust)':<22} p50 {row['p50_us']:8.1f} us  p99 {row['p99_us']:8.1f} us  "
+        f"{row['throughput_rps']:9.0f} req/s ({connections} connections, "
+        f"{row['errors']} errors)",
+        flush=True,
+    )
+    return row
+
+
 # ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
@@ -173,6 +216,13 @@ def main():
     parser.add_argument("--requests", type=int, default=2000, help="requests of the latency run")
     parser.add_argument("--clients", type=int, default=8, help="client processes at saturation")
     parser.add_argument("--seconds", type=float, default=10, help="length of a saturation run")
+    parser.add_argument(
+        "--rust-client",
+        help="path of the oip_load example binary; when given, REST is measured with it as well",
+    )
+    parser.add_argument(
+        "--rust-connections", type=int, default=8, help="keep-alive connections of oip_load"
+    )
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="ghaf-serving-bench-")
@@ -298,6 +348,27 @@ def main():
         ]
         rows = [measure(name, target, args.requests, args.clients, args.seconds) for name, target in targets]
         print(json.dumps({"floor_p50_us": percentile(floor, 50) * 1e6, "results": rows}))
+
+        if args.rust_client:
+            body_file = f"{work}/body.json"
+            with open(body_file, "wb") as f:
+                f.write(body)
+            rust_targets = [
+                ("ghaf REST", f"http://127.0.0.1:{ghaf_port}/v2/models/bc/infer", auth),
+                ("mlserver REST", f"http://127.0.0.1:{mlserver_http}/v2/models/bc/infer", {}),
+            ]
+            rust_rows = []
+            for name, url, headers in rust_targets:
+                status, payload = rest_post(url, body, {**json_headers, **headers})
+                if status != 200:
+                    raise RuntimeError(f"{name} returned {status} for the request body: {payload[:300]!r}")
+                rust_rows.append(
+                    rust_measure(
+                        args.rust_client, name, url, body_file, headers, args.requests,
+                        args.rust_connections, args.seconds,
+                    )
+                )
+            print(json.dumps({"client": "oip_load", "results": rust_rows}))
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)

@@ -37,7 +37,16 @@ fi
 ort_library="$(echo "$venv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)"
 [ -f "$ort_library" ] || { echo "no libonnxruntime in $venv" >&2; exit 1; }
 
+# The Rust load generator (one CPU, keep-alive HTTP/1.1) measures REST of both servers after
+# the Python clients; GHAF_SKIP_RUST_CLIENT=1 leaves it out.
+rust_client=()
+if [ "${GHAF_SKIP_RUST_CLIENT:-0}" != 1 ]; then
+    release_dir="${GHAF_RELEASE_TARGET_DIR:-$HOME/.cache/ghaf-target-release}"
+    (cd "$root" && CARGO_TARGET_DIR="$release_dir" cargo build --release --quiet -p ghaf-server --example oip_load)
+    rust_client=(--rust-client "$release_dir/release/examples/oip_load")
+fi
+
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$venv/bin/python" "$root/bench/serving.py" "$ghaf" --ort-library "$ort_library" "$@"
+"$venv/bin/python" "$root/bench/serving.py" "$ghaf" --ort-library "$ort_library" "${rust_client[@]}" "$@"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
