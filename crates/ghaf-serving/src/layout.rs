@@ -1,4 +1,4 @@
-//! Which prediction log column each input and output element goes to.
+//! Mapping of each input and output element to its prediction log column.
 
 use ghaf_ingest::schema::DatasetSchema;
 use ghaf_runtime::{DataType, Tensor, TensorMeta};

@@ -39,7 +39,7 @@ pub struct EndpointScope {
     pub project: ProjectId,
 }
 
-/// Who calls and how, for routing and the prediction log.
+/// Caller identity and request headers, used for routing and the prediction log.
 #[derive(Clone, Debug, Default)]
 pub struct InferContext {
     /// Principal id of the caller.
@@ -178,7 +178,7 @@ pub const REQUEST_ID_PARAMETER: &str = "ghaf_request_id";
 /// First wait before a load that failed for a transient reason (store or runtime outage) is
 /// tried again; the wait doubles up to [`LOAD_RETRY_MAX`].
 pub const LOAD_RETRY_FIRST: Duration = Duration::from_secs(1);
-/// Longest wait between two load attempts.
+/// Maximum wait between two load attempts.
 pub const LOAD_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Time between two attempts to create a missing prediction log or label dataset.
 pub const DATASET_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -188,9 +188,9 @@ pub const INLINE_LOG_ROWS: usize = 64;
 /// Adaptive batching of each loaded model: concurrent requests of the same shape run as one
 /// batch of at most this many rows, on the blocking thread pool.
 pub const BATCH_MAX_ROWS: usize = 256;
-/// Longest time a request waits for batch partners while the model is busy.
+/// Maximum time a request waits for other requests to batch with while the model is busy.
 pub const BATCH_MAX_DELAY: Duration = Duration::from_millis(1);
-/// Requests waiting per loaded model before new ones are answered 503.
+/// Maximum requests queued per loaded model; further requests get a 503 response.
 pub const BATCH_MAX_QUEUED: usize = 1024;
 
 /// Deployment settings: the body of an endpoint create or update.
@@ -1430,8 +1430,8 @@ impl ServingService {
             Err(ghaf_ingest::IngestError::NotFound { .. }) => return Ok(Vec::new()),
             Err(error) => return Err(ServeError::Internal(error.to_string())),
         };
-        // NOTE: this lists every log segment's record to find the newest; an endpoint with
-        // hundreds of thousands of segments makes this read slow until segments are compacted.
+        // NOTE: this lists every log segment's record to find the newest, so an endpoint with
+        // hundreds of thousands of segments makes this read slow.
         let versions = store
             .list_versions(&scope.tenant, &dataset.id)
             .await

@@ -18,7 +18,7 @@ use ghaf_ingest::{IngestError, IngestService, PushFormat};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-/// Requests the channel holds before new rows are dropped.
+/// Maximum requests queued in the channel; rows of further requests are dropped and counted.
 pub const CHANNEL_CAPACITY: usize = 4096;
 /// Rows waiting in the channel before new rows are dropped, so a burst of large requests
 /// cannot fill memory.

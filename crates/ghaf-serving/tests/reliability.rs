@@ -106,7 +106,7 @@ async fn transient_load_failure_is_retried() {
         )
         .await
         .unwrap();
-    // Until the retry succeeds the endpoint is loading (never failed) and answers NotReady.
+    // Until the retry succeeds the endpoint is loading (never failed) and infer returns NotReady.
     let mut saw_retry = false;
     for _ in 0..1200 {
         let info = env.serving.get(&env.scope, "flaky-live").await.unwrap();
@@ -232,7 +232,7 @@ async fn large_request_logs_a_bounded_number_of_rows() {
         )
         .await
         .unwrap();
-    // Every row is answered; only the log is capped.
+    // Every row gets an output; only the log is capped.
     assert_eq!(response.outputs[0].shape[0], rows as i64);
     // The log rows are built on the blocking pool; a flush waits for them.
     env.serving.flush_log().await;
@@ -260,7 +260,7 @@ async fn large_request_logs_a_bounded_number_of_rows() {
 }
 
 #[tokio::test]
-async fn loaded_endpoint_keeps_serving_when_the_database_stops_answering() {
+async fn loaded_endpoint_survives_database_outage() {
     let (meta, _dir) = ghaf_meta::testing::sqlite_store().await;
     let env = env(meta).await;
     let (version, _) = register(&env, "steady", &trained_model()).await;
