@@ -3,12 +3,18 @@
 Usage (the venv from tests/mlflow/setup.sh has the pinned client):
 
     ~/.cache/ghaf-venv/bin/python bench/mlflow_tracking.py --all GHAF_BINARY
+    ~/.cache/ghaf-venv/bin/python bench/mlflow_tracking.py --server-cpu GHAF_BINARY
     ~/.cache/ghaf-venv/bin/python bench/mlflow_tracking.py URI [TOKEN]
 
 With --all, the script starts `ghaf server` (GHAF_BINARY, fresh data directory),
 `mlflow server` (defaults, fresh sqlite file) and the stub itself, and measures the logging
 calls on all three side by side: repetition k runs on the stub, then Ghaf, then
 `mlflow server`, so a change in machine load affects all three alike.
+
+With --server-cpu, the script starts `ghaf server` alone and sends 1,000 raw log-metric
+requests on one kept-alive connection, without the MLflow client, five times. It reports the
+server's CPU time per call (user plus system time of the `ghaf` process from
+/proc/PID/stat) and the wall time per call, as medians.
 
 Otherwise URI is a tracking server such as http://127.0.0.1:8080 (Ghaf; pass its token),
 http://127.0.0.1:5000 (`mlflow server`), or `stub` to start a do-nothing HTTP server that
@@ -146,7 +152,75 @@ def side_by_side(ghaf_binary, reps):
         print(f"| {label} | {' | '.join(cells)} | {ratio:.2f} |")
 
 
+def process_cpu_seconds(pid):
+    """Returns the user plus system CPU time of a process and its finished threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name in field 2 may contain spaces; fields after it are fixed.
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def server_cpu(ghaf_binary, reps):
+    """Measures the server's CPU time per log-metric call with raw HTTP requests."""
+    import http.client
+    import tempfile
+    import urllib.parse
+
+    from tracking_servers import GhafServer, client_for, load_average
+
+    workdir = tempfile.mkdtemp(prefix="ghaf-cpu-bench-")
+    now = int(time.time() * 1000)
+    print(f"load average before: {load_average()}", flush=True)
+    with GhafServer(ghaf_binary, f"{workdir}/ghaf") as ghaf:
+        client = client_for(ghaf)
+        experiment_id = client.create_experiment(f"bench-{now}")
+        run_id = client.create_run(experiment_id).info.run_id
+        address = urllib.parse.urlparse(ghaf.url)
+        connection = http.client.HTTPConnection(address.hostname, address.port)
+        headers = {
+            "content-type": "application/json",
+            "authorization": f"Bearer {ghaf.token}",
+        }
+        step = 0
+
+        def log_metric():
+            nonlocal step
+            step += 1
+            body = json.dumps({
+                "run_id": run_id, "key": "raw", "value": step * 0.001,
+                "timestamp": now, "step": step,
+            })
+            connection.request("POST", "/api/2.0/mlflow/runs/log-metric", body, headers)
+            response = connection.getresponse()
+            data = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"log-metric failed with {response.status}: {data[:300]!r}")
+
+        for _ in range(100):
+            log_metric()
+        cpu_per_call, wall_per_call = [], []
+        for _ in range(reps):
+            cpu_before = process_cpu_seconds(ghaf.process.pid)
+            started = time.perf_counter()
+            for _ in range(1000):
+                log_metric()
+            wall_per_call.append((time.perf_counter() - started) / 1000)
+            cpu_per_call.append((process_cpu_seconds(ghaf.process.pid) - cpu_before) / 1000)
+        connection.close()
+    print(
+        f"server CPU per log-metric call: median {statistics.median(cpu_per_call) * 1000:.3f} ms "
+        f"(range {min(cpu_per_call) * 1000:.3f} to {max(cpu_per_call) * 1000:.3f}); "
+        f"wall time per call: median {statistics.median(wall_per_call) * 1000:.3f} ms; "
+        f"load average after: {load_average()}",
+        flush=True,
+    )
+
+
 def main():
+    if sys.argv[1] == "--server-cpu":
+        server_cpu(sys.argv[2], int(os.environ.get("BENCH_REPS", "5")))
+        return
     if sys.argv[1] == "--all":
         side_by_side(sys.argv[2], int(os.environ.get("BENCH_REPS", "5")))
         return

@@ -55,7 +55,12 @@ impl Finished {
 }
 
 /// Runs `command` to completion, killing it after [`WAIT_LIMIT`].
-fn run_bounded(mut command: Command) -> Finished {
+fn run_bounded(command: Command) -> Finished {
+    run_bounded_for(command, WAIT_LIMIT)
+}
+
+/// Runs `command` to completion, killing it after `limit`.
+fn run_bounded_for(mut command: Command, limit: Duration) -> Finished {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -64,7 +69,7 @@ fn run_bounded(mut command: Command) -> Finished {
         .expect("start ghaf");
     let stdout = read_all_in_background(child.stdout.take().expect("piped stdout"));
     let stderr = read_all_in_background(child.stderr.take().expect("piped stderr"));
-    let deadline = Instant::now() + WAIT_LIMIT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("poll ghaf") {
             break status;
@@ -72,10 +77,7 @@ fn run_bounded(mut command: Command) -> Finished {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "{command:?} did not finish within {} s",
-                WAIT_LIMIT.as_secs()
-            );
+            panic!("{command:?} did not finish within {} s", limit.as_secs());
         }
         thread::sleep(Duration::from_millis(20));
     };
@@ -534,58 +536,167 @@ fn invalid_duration_is_usage_error() {
     assert!(finished.stderr.contains("unit"), "{}", finished.describe());
 }
 
+/// Rows per table that the quickstart tests ingest: enough July-December traffic for drift
+/// to show and for a canary to collect requests and labels, in well under a minute.
+const QUICKSTART_SAMPLE_ROWS: &str = "20000";
+
+/// Upper bound for one sampled quickstart run.
+const QUICKSTART_LIMIT: Duration = Duration::from_secs(240);
+
+/// Runs a sampled quickstart on `data_dir`, writing its summary to `summary`.
+fn run_quickstart(data_dir: &Path, summary: &Path) -> Finished {
+    run_bounded_for(
+        ghaf(&[
+            "quickstart",
+            "--sample",
+            QUICKSTART_SAMPLE_ROWS,
+            "--data-dir",
+            path_str(data_dir),
+            "--summary-json",
+            path_str(summary),
+        ]),
+        QUICKSTART_LIMIT,
+    )
+}
+
+fn read_summary(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("the quickstart wrote its summary");
+    serde_json::from_str(&text).expect("the summary is JSON")
+}
+
 #[test]
-fn quickstart_exits_0() {
-    let finished = run_bounded(ghaf(&["quickstart", "--sample", QUICKSTART_SAMPLE_ROWS]));
+fn quickstart_runs_every_stage() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let summary_path = temp.path().join("summary.json");
+
+    let finished = run_quickstart(&data_dir, &summary_path);
     let stdout = expect_success(&finished, "quickstart");
+    let summary = read_summary(&summary_path);
+
     assert!(stdout.contains("All steps passed"), "{stdout}");
-    assert!(stdout.contains("Not built yet"), "{stdout}");
+    assert!(stdout.contains("all intact"), "{stdout}");
+
+    // Ingestion: five new versions, with the problems of the data and how they were handled.
     for table in ["flights", "weather", "planes", "airports", "airlines"] {
         assert!(
             stdout.contains(&format!("{table:<9} v1 (new version)")),
             "{table} was not ingested as a new version:\n{stdout}"
         );
     }
+    let tables = summary["tables"].as_array().unwrap();
+    let flights = tables.iter().find(|t| t["name"] == "flights").unwrap();
+    assert!(
+        flights["rows_accepted"].as_u64().unwrap() > 10_000,
+        "{flights}"
+    );
+    let cancelled = flights["null_counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["column"] == "dep_time")
+        .unwrap_or_else(|| panic!("no cancelled flights kept as null: {flights}"));
+    assert!(cancelled["nulls"].as_u64().unwrap() > 0, "{cancelled}");
+    let weather = tables.iter().find(|t| t["name"] == "weather").unwrap();
+    assert!(
+        weather["null_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["column"] == "wind_gust"),
+        "no missing weather readings kept as null: {weather}"
+    );
+    for table in tables {
+        let quarantined = table["rows_quarantined"].as_u64().unwrap();
+        let reasons = table["quarantine_reasons"].as_array().unwrap();
+        assert_eq!(
+            quarantined > 0,
+            !reasons.is_empty(),
+            "quarantined rows without reasons: {table}"
+        );
+    }
     assert!(
         stdout.contains("flights have no departure time (cancelled)"),
         "{stdout}"
     );
-    assert!(stdout.contains("validation AUC 0."), "{stdout}");
-    for month in ["Jul", "Aug", "Sep", "Oct", "Nov", "Dec"] {
-        assert!(
-            stdout.contains(&format!("{month} default:")),
-            "no drift line for {month}:\n{stdout}"
-        );
-    }
-    assert!(stdout.contains("evidently:"), "{stdout}");
-    assert!(stdout.contains("logged run"), "{stdout}");
+
+    // Feature store and the training job.
+    assert_eq!(summary["entity_table"]["dataset"], "flight-entities");
+    assert!(summary["training_set"]["version"].as_i64().unwrap() >= 1);
     assert!(
-        stdout.contains("flights-arr-delay version 1 is registered"),
+        stdout.contains("built the point-in-time training set"),
         "{stdout}"
     );
-    assert!(stdout.contains("signed manifest verified"), "{stdout}");
-    assert!(stdout.contains("all intact"), "{stdout}");
-}
 
-/// Rows per table that the quickstart tests ingest, so a run takes seconds.
-const QUICKSTART_SAMPLE_ROWS: &str = "5000";
+    // The registered model is signed.
+    assert_eq!(summary["model"]["initial_version"], 1);
+    let signing_key = summary["model"]["signing_key_id"].as_str().unwrap_or("");
+    assert!(!signing_key.is_empty(), "{}", summary["model"]);
+    assert!(summary["model"]["manifest_files"].as_u64().unwrap() > 0);
+
+    // The endpoint served July to December, and labels were posted for it.
+    let replay = &summary["replay"];
+    assert!(replay["rows"].as_u64().unwrap() > 5_000, "{replay}");
+    assert!(replay["labels"].as_u64().unwrap() > 0, "{replay}");
+    let served = replay["served_versions"].as_array().unwrap();
+    assert!(served.contains(&serde_json::json!(1)), "{replay}");
+    let aucs = summary["auc"].as_array().unwrap();
+    let first_version_auc = aucs
+        .iter()
+        .filter(|a| a["version"] == 1)
+        .filter_map(|a| a["auc"].as_f64())
+        .fold(f64::NAN, f64::max);
+    assert!(first_version_auc > 0.5, "{aucs:?}");
+
+    // Drift raised an alert, whose action started a retraining job that the gate judged.
+    let alerts = summary["alerts"].as_array().unwrap();
+    assert!(!alerts.is_empty(), "no drift alert: {}", summary["weeks"]);
+    assert!(alerts[0]["job_id"].is_string(), "{}", alerts[0]);
+    let retraining = &summary["retraining"];
+    assert!(retraining["promoted"].is_boolean(), "{retraining}");
+
+    // The canary records decisions on a server with traffic policies, once a retrained
+    // version passed the gate.
+    if summary["endpoint"]["canary_policy"] == true && retraining["promoted"] == true {
+        let history = summary["canary_history"].as_array().unwrap();
+        let decisions = history
+            .iter()
+            .filter(|entry| {
+                entry["action"]
+                    .as_str()
+                    .is_some_and(|action| action.starts_with("endpoints.rollout."))
+            })
+            .count();
+        assert!(decisions > 0, "no canary decision recorded: {history:?}");
+    }
+
+    // Lineage from the newest prediction back to the shipped flights file.
+    let datasets = summary["lineage"]["datasets"].as_array().unwrap();
+    let source = datasets
+        .iter()
+        .find(|d| d["dataset"] == "flights")
+        .unwrap_or_else(|| panic!("the lineage does not reach flights: {datasets:?}"));
+    assert!(
+        source["source"]
+            .as_str()
+            .unwrap()
+            .contains("flights.csv.gz"),
+        "{source}"
+    );
+}
 
 #[test]
 fn quickstart_reuses_its_data_dir() {
     let temp = tempfile::tempdir().unwrap();
     let data_dir = temp.path().join("data");
-    let args = [
-        "quickstart",
-        "--sample",
-        QUICKSTART_SAMPLE_ROWS,
-        "--data-dir",
-        path_str(&data_dir),
-    ];
-    let first = run_bounded(ghaf(&args));
+    let first_summary = temp.path().join("first.json");
+    let second_summary = temp.path().join("second.json");
+    let first = run_quickstart(&data_dir, &first_summary);
     expect_success(&first, "first quickstart");
 
-    let second = run_bounded(ghaf(&args));
+    let second = run_quickstart(&data_dir, &second_summary);
     let stdout = expect_success(&second, "second quickstart");
+    let summary = read_summary(&second_summary);
 
     assert!(
         stdout.contains("reused the store of an earlier quickstart"),
@@ -600,11 +711,14 @@ fn quickstart_reuses_its_data_dir() {
             "{table} got a new version on the second run:\n{stdout}"
         );
     }
-    assert!(stdout.contains("reused run"), "{stdout}");
+    assert!(stdout.contains("definitions unchanged"), "{stdout}");
+    assert_eq!(summary["entity_table"]["version"], 1);
     assert!(
-        stdout.contains("flights-arr-delay version 1 is registered"),
+        stdout.contains("holds champion from an earlier quickstart"),
         "{stdout}"
     );
+    assert!(stdout.contains("reused endpoint flights-delay"), "{stdout}");
+    assert_eq!(summary["replay"]["reused"], true);
     assert!(stdout.contains("All steps passed"), "{stdout}");
 }
 

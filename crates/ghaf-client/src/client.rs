@@ -17,6 +17,7 @@ mod features;
 mod jobs;
 mod mlflow;
 mod monitoring;
+mod rollouts;
 mod tracking;
 
 pub use mlflow::{PROJECT_HEADER, Tracking};

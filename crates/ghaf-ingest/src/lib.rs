@@ -25,6 +25,8 @@ mod store;
 mod validate;
 
 pub mod conformance;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::IngestError;
 pub use object::{ObjectInputConfig, object_file_name};

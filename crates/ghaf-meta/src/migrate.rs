@@ -76,6 +76,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0500_serving.sql"),
     },
     Migration {
+        version: 501,
+        name: "rollouts",
+        sqlite: include_str!("../migrations/0501_rollouts.sql"),
+        postgres: include_str!("../migrations/0501_rollouts.sql"),
+    },
+    Migration {
         version: 600,
         name: "monitoring",
         sqlite: include_str!("../migrations/0600_monitoring.sql"),

@@ -208,15 +208,31 @@ impl SqlMetaStore {
         entry: &NewAuditEntry,
         known: &KnownHead,
     ) -> Result<Option<AuditEntry>, MetaError> {
-        let Some(prev_hash) = audit::decode_hash(&known.hash) else {
+        let mut tx = self.begin_write().await?;
+        let AfterKnown::Appended(appended) = self.append_after_in(&mut tx, entry, known).await?
+        else {
             return Ok(None);
+        };
+        tx.commit().await?;
+        self.remember_appended(&appended);
+        Ok(Some(appended.entry))
+    }
+
+    /// Appends `entry` after `known` inside `tx`, as [`Self::try_append_after`] describes.
+    async fn append_after_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        entry: &NewAuditEntry,
+        known: &KnownHead,
+    ) -> Result<AfterKnown, MetaError> {
+        let Some(prev_hash) = audit::decode_hash(&known.hash) else {
+            return Ok(AfterKnown::NothingWritten);
         };
         let seq = known.seq + 1;
         let hash = hex::encode(audit::chain_hash(&prev_hash, seq, entry));
         let mac = audit::head_mac(&self.audit_key, &entry.tenant, seq, &hash);
         let details = entry.details.to_string();
 
-        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(self.db.sql(
             "INSERT INTO audit_log (tenant_id, seq, actor, action, resource, outcome, status, \
              request_id, time, details, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
@@ -239,12 +255,12 @@ impl SqlMetaStore {
         .bind(&known.hash)
         .bind(&entry.tenant)
         .bind(known.seq)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await;
         match inserted {
             Ok(result) if result.rows_affected() == 1 => {}
-            Ok(_) => return Ok(None),
-            Err(error) if is_unique_violation(&error) => return Ok(None),
+            Ok(_) => return Ok(AfterKnown::NothingWritten),
+            Err(error) if is_unique_violation(&error) => return Ok(AfterKnown::RollBack),
             Err(error) => return Err(error.into()),
         }
         let moved = sqlx::query(self.db.sql(
@@ -258,26 +274,44 @@ impl SqlMetaStore {
         .bind(known.seq)
         .bind(&known.hash)
         .bind(&known.mac)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         if moved.rows_affected() != 1 {
-            return Ok(None);
+            return Ok(AfterKnown::RollBack);
         }
-        tx.commit().await?;
+        Ok(AfterKnown::Appended(Box::new(AppendedHead {
+            entry: stored_entry(entry, seq, hash),
+            mac,
+        })))
+    }
+
+    fn remember_appended(&self, appended: &AppendedHead) {
         self.remember_head(
-            &entry.tenant,
+            &appended.entry.tenant,
             KnownHead {
-                seq,
-                hash: hash.clone(),
-                mac,
+                seq: appended.entry.seq,
+                hash: appended.entry.hash.clone(),
+                mac: appended.mac.clone(),
             },
         );
-        Ok(Some(stored_entry(entry, seq, hash)))
     }
 
     async fn try_append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, MetaError> {
         let mut tx = self.begin_write().await?;
-        let (prev_seq, prev_hash) = self.checked_head(&mut tx, &entry.tenant).await?;
+        let appended = self.append_checked_in(&mut tx, entry).await?;
+        tx.commit().await?;
+        self.remember_appended(&appended);
+        Ok(appended.entry)
+    }
+
+    /// Appends `entry` inside `tx` after reading and checking the head with
+    /// [`Self::checked_head`].
+    async fn append_checked_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        entry: &NewAuditEntry,
+    ) -> Result<AppendedHead, MetaError> {
+        let (prev_seq, prev_hash) = self.checked_head(tx, &entry.tenant).await?;
         let head_exists = prev_seq > 0;
 
         let seq = prev_seq + 1;
@@ -298,7 +332,7 @@ impl SqlMetaStore {
         .bind(entry.time)
         .bind(&details)
         .bind(&hash)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
 
         let mac = audit::head_mac(&self.audit_key, &entry.tenant, seq, &hash);
@@ -311,7 +345,7 @@ impl SqlMetaStore {
             .bind(&mac)
             .bind(&entry.tenant)
             .bind(prev_seq)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             if moved.rows_affected() != 1 {
                 return Err(MetaError::Conflict {
@@ -328,20 +362,24 @@ impl SqlMetaStore {
             .bind(seq)
             .bind(&hash)
             .bind(&mac)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
-        self.remember_head(
-            &entry.tenant,
-            KnownHead {
-                seq,
-                hash: hash.clone(),
-                mac,
-            },
-        );
-        Ok(stored_entry(entry, seq, hash))
+        Ok(AppendedHead {
+            entry: stored_entry(entry, seq, hash),
+            mac,
+        })
     }
+}
+
+/// The outcome of an append after a known head.
+enum AfterKnown {
+    Appended(Box<AppendedHead>),
+    /// Nothing was written, because the known head is not the stored one.
+    NothingWritten,
+    /// The insert ran but the head did not move, or it collided with another append; the
+    /// transaction must be rolled back.
+    RollBack,
 }
 
 fn stored_entry(entry: &NewAuditEntry, seq: i64, hash: String) -> AuditEntry {
@@ -357,6 +395,46 @@ fn stored_entry(entry: &NewAuditEntry, seq: i64, hash: String) -> AuditEntry {
         time: entry.time,
         details: entry.details.clone(),
         hash,
+    }
+}
+
+#[async_trait]
+impl TransactionalAudit for SqlMetaStore {
+    async fn lock(&self) -> AuditLock<'_> {
+        AuditLock {
+            _guard: self.audit_lock.lock().await,
+        }
+    }
+
+    async fn append_in(
+        &self,
+        _lock: &AuditLock<'_>,
+        tx: &mut Transaction<'static, Any>,
+        entry: &NewAuditEntry,
+    ) -> Result<AppendedHead, MetaError> {
+        let known = self.known_heads().get(&entry.tenant).cloned();
+        if let Some(known) = known {
+            match self.append_after_in(tx, entry, &known).await? {
+                AfterKnown::Appended(appended) => return Ok(*appended),
+                AfterKnown::NothingWritten => {
+                    self.known_heads().remove(&entry.tenant);
+                }
+                AfterKnown::RollBack => {
+                    // The next attempt reads and checks the head, which reports a broken
+                    // chain or extends another replica's newer head.
+                    self.known_heads().remove(&entry.tenant);
+                    return Err(MetaError::Conflict {
+                        what: "audit chain",
+                        name: entry.tenant.clone(),
+                    });
+                }
+            }
+        }
+        self.append_checked_in(tx, entry).await
+    }
+
+    fn committed(&self, head: AppendedHead) {
+        self.remember_appended(&head);
     }
 }
 
@@ -1005,6 +1083,10 @@ impl MetaStore for SqlMetaStore {
         rows.iter()
             .map(|row| row.try_get::<String, _>(0).map_err(MetaError::from))
             .collect()
+    }
+
+    fn transactional_audit(&self) -> Option<&dyn TransactionalAudit> {
+        Some(self)
     }
 }
 

@@ -264,4 +264,55 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn audit_head(&self, tenant: &str) -> Result<Option<AuditHead>, MetaError>;
     /// Names of every chain that has a head, so verification can cover them all.
     async fn audit_chains(&self) -> Result<Vec<String>, MetaError>;
+
+    /// Returns the audit appender that writes into a caller's transaction on this store's
+    /// database, or `None` when the store has none.
+    fn transactional_audit(&self) -> Option<&dyn TransactionalAudit> {
+        None
+    }
+}
+
+/// Appends audit entries inside a caller's write transaction, so a change and its audit
+/// entry commit together or not at all, and a chain that cannot be extended rolls the change
+/// back.
+///
+/// The caller takes [`TransactionalAudit::lock`] before it begins the transaction, appends
+/// with [`TransactionalAudit::append_in`] before it commits, and reports the commit with
+/// [`TransactionalAudit::committed`]. Taking the lock first keeps one lock order with the
+/// store's own appends, which take the lock and then begin their transaction: on SQLite a
+/// transaction that holds the write lock while it waits for the audit lock would deadlock
+/// with them.
+#[async_trait]
+pub trait TransactionalAudit: Send + Sync {
+    /// Takes the lock that serialises this process's audit appends.
+    async fn lock(&self) -> AuditLock<'_>;
+
+    /// Appends `entry` to its tenant's chain inside `tx`, which must be a write transaction
+    /// on this store's database. On SQLite it must have begun with `BEGIN IMMEDIATE`.
+    ///
+    /// Fails with `Corrupt` when the chain cannot be extended, and with `Conflict` or a
+    /// unique violation when another process appended at the same moment; the caller then
+    /// rolls `tx` back, and may retry the whole transaction after a conflict.
+    async fn append_in(
+        &self,
+        lock: &AuditLock<'_>,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        entry: &NewAuditEntry,
+    ) -> Result<AppendedHead, MetaError>;
+
+    /// Records the chain head that [`TransactionalAudit::append_in`] wrote, once its
+    /// transaction committed, so the next append need not read it.
+    fn committed(&self, head: AppendedHead);
+}
+
+/// Proof that the caller holds the audit lock of a [`TransactionalAudit`].
+pub struct AuditLock<'a> {
+    pub(crate) _guard: tokio::sync::MutexGuard<'a, ()>,
+}
+
+/// The chain head an append inside a caller's transaction wrote, and the stored entry.
+#[derive(Clone, Debug)]
+pub struct AppendedHead {
+    pub entry: AuditEntry,
+    pub(crate) mac: String,
 }

@@ -4,10 +4,9 @@
 //! The broker binary is `GHAF_TANSU`, else the one `tests/kafka/setup.sh` installs under
 //! `~/.cache/ghaf-tools`. Without it the test fails, unless `GHAF_SKIP_PEER_TESTS=1`.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ghaf_ingest::testing::KafkaTestBroker;
 use ghaf_monitoring::delivery::{AlertEvent, DeliveryConfig, Dispatcher};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -15,91 +14,9 @@ use rdkafka::message::Headers;
 
 const TOPIC: &str = "ghaf-alerts";
 
-fn broker_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("GHAF_TANSU") {
-        return Some(PathBuf::from(path));
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let cached = PathBuf::from(home).join(".cache/ghaf-tools/tansu-0.6.0/bin/tansu");
-    cached.exists().then_some(cached)
-}
-
-/// A broker child process, killed on drop.
-struct Broker {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_broker() -> Option<Broker> {
-    let Some(binary) = broker_binary() else {
-        if std::env::var("GHAF_SKIP_PEER_TESTS").as_deref() == Ok("1") {
-            eprintln!("skipped: the tansu broker is not installed (GHAF_SKIP_PEER_TESTS=1)");
-            return None;
-        }
-        panic!(
-            "the tansu broker is not installed; run tests/kafka/setup.sh, set GHAF_TANSU, \
-             or set GHAF_SKIP_PEER_TESTS=1 to skip"
-        );
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(&binary)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
-    let broker = Broker {
-        child,
-        address: format!("127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(&broker.address)
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "tansu did not start on {}",
-            broker.address
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let created = Command::new(&binary)
-        .args([
-            "topic",
-            "create",
-            "--broker",
-            &url,
-            "--partitions",
-            "1",
-            TOPIC,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "cannot create topic {TOPIC}: {}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+async fn start_broker() -> Option<KafkaTestBroker> {
+    let broker = KafkaTestBroker::start().await?;
+    broker.create_topic(TOPIC, 1);
     Some(broker)
 }
 

@@ -100,6 +100,17 @@ pub async fn open_state(config: &ServerConfig) -> anyhow::Result<AppState> {
     Ok(state)
 }
 
+/// Builds the rollout service over the server's serving, tracking and ingest services and the
+/// metadata store's audit chain. Returns `None` when serving is not configured.
+pub fn rollout_service(state: &AppState) -> Option<ghaf_rollout::RolloutService> {
+    Some(ghaf_rollout::RolloutService::new(
+        state.serving()?.clone(),
+        state.tracking()?.clone(),
+        state.store_handle(),
+        state.ingest()?.clone(),
+    ))
+}
+
 /// Builds the monitoring service on the metadata database, with the alert sinks of the
 /// `monitoring` settings.
 pub fn monitoring_service(
@@ -354,6 +365,16 @@ pub async fn serve_with(
         }
         _ => None,
     };
+    let rollout_controller = match rollout_service(&state) {
+        Some(service) if state.config().rollouts.controller => {
+            Some(ghaf_rollout::RolloutController::spawn(
+                service,
+                Duration::from_secs(state.config().rollouts.tick_seconds.max(1)),
+                evaluator_stop.subscribe(),
+            ))
+        }
+        _ => None,
+    };
     if let Some(serving) = state.serving() {
         match serving.load_all().await {
             Ok(0) => {}
@@ -430,6 +451,11 @@ pub async fn serve_with(
     {
         tracing::error!(%error, "the monitor evaluator task failed");
     }
+    if let Some(controller) = rollout_controller
+        && let Err(error) = controller.await
+    {
+        tracing::error!(%error, "the rollout controller task failed");
+    }
     if let Some(worker) = worker {
         // Running attempts go back to the queue; another worker resumes them.
         worker.stop().await;
@@ -437,6 +463,10 @@ pub async fn serve_with(
     if let Some(serving) = shutdown_state.serving() {
         // Predictions answered before the shutdown are written to the log.
         serving.flush_log().await;
+        // The last second of variant counters reaches the stats table.
+        if let Err(error) = serving.flush_stats().await {
+            tracing::error!(%error, replica_id = serving.replica_id(), "cannot write the final variant stats");
+        }
     }
     tracing::info!("ghaf server stopped");
     Ok(())

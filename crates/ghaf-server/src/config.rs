@@ -53,9 +53,32 @@ pub struct ServerConfig {
     /// Monitors and alert delivery. Env: `GHAF_MONITORING__EVALUATOR`,
     /// `GHAF_MONITORING__NATS_URL`, `GHAF_MONITORING__KAFKA_BROKERS`.
     pub monitoring: MonitoringConfig,
+    /// The rollout controller of canaries and alias-following endpoints. Env:
+    /// `GHAF_ROLLOUTS__CONTROLLER`, `GHAF_ROLLOUTS__TICK_SECONDS`.
+    pub rollouts: RolloutsConfig,
     /// Model runtime of endpoints and batch scoring jobs. Env:
     /// `GHAF_RUNTIME__ONNXRUNTIME_LIBRARY`, `GHAF_RUNTIME__INTRA_OP_THREADS`.
     pub runtime: RuntimeConfig,
+}
+
+/// Rollout controller settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutsConfig {
+    /// Runs the rollout controller inside `ghaf server`: it advances canaries, rolls back
+    /// failing candidates and moves endpoints that follow a model alias.
+    pub controller: bool,
+    /// Time between two controller passes, in seconds (at least 1).
+    pub tick_seconds: u64,
+}
+
+impl Default for RolloutsConfig {
+    fn default() -> Self {
+        Self {
+            controller: true,
+            tick_seconds: 1,
+        }
+    }
 }
 
 /// Options every model load uses; the execution provider comes from each endpoint.
@@ -401,6 +424,7 @@ impl Default for ServerConfig {
             jobs: JobsConfig::default(),
             oip: OipConfig::default(),
             monitoring: MonitoringConfig::default(),
+            rollouts: RolloutsConfig::default(),
             runtime: RuntimeConfig::default(),
         }
     }

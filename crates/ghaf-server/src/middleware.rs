@@ -130,6 +130,8 @@ pub struct Guard {
     pub mlflow: bool,
     /// See [`crate::api::RouteInfo::project_from_header`].
     pub project_from_header: bool,
+    /// See [`crate::api::RouteInfo::audit_in_transaction`].
+    pub audit_in_transaction: bool,
 }
 
 /// Authenticates the bearer token, authorises the route's action (for project routes, on the
@@ -167,8 +169,10 @@ pub async fn guard(
 
     // Fail closed: a change or data read whose audit entry could not be written afterwards
     // is refused up front. The audit routes stay open so auditors can investigate.
+    // A handler that appends its entry in the transaction of its change needs no check:
+    // a chain that cannot be extended rolls the change back.
     let audit_read = matches!(guard.action, Action::AuditList | Action::AuditVerify);
-    if guard.action.audited() && !audit_read {
+    if guard.action.audited() && !audit_read && !guard.audit_in_transaction {
         let check = guard
             .state
             .store()
@@ -220,6 +224,13 @@ pub async fn guard(
         }
         entry
     });
+    if guard.audit_in_transaction
+        && let Some(entry) = &audit_template
+    {
+        request
+            .extensions_mut()
+            .insert(AuditInTransaction(entry.clone()));
+    }
 
     // The handler and its audit entry run in their own task: a client that disconnects, or
     // the request time limit, drops this future but never a half-audited change.
@@ -230,7 +241,8 @@ pub async fn guard(
             Ok(response) => response,
             Err(panic) => panic_response(panic),
         };
-        if let Some(entry) = audit_template {
+        let recorded = response.extensions().get::<AuditRecorded>().is_some();
+        if let Some(entry) = audit_template.filter(|_| !recorded) {
             record_audit(&state, complete_entry(entry, &response)).await;
         }
         response
@@ -283,6 +295,33 @@ fn rejection(
     }
     (entry, response)
 }
+
+/// The audit entry of a call whose handler appends it in the transaction of its change, as
+/// the guard built it before the call. The handler completes it with
+/// [`AuditInTransaction::success`] and marks its response with [`AuditRecorded`] once the
+/// change and the entry committed; any other response gets its entry from the guard.
+#[derive(Clone, Debug)]
+pub struct AuditInTransaction(pub NewAuditEntry);
+
+impl AuditInTransaction {
+    /// Returns the entry of a successful call: status 200, with `details` merged in as the
+    /// guard merges [`AuditDetails`].
+    pub fn success(&self, details: serde_json::Value) -> NewAuditEntry {
+        let mut entry = self.0.clone();
+        entry.status = 200;
+        entry.outcome = AuditOutcome::Success;
+        if let serde_json::Value::Object(extra) = details {
+            for (key, value) in extra {
+                entry.details[key.as_str()] = value;
+            }
+        }
+        entry
+    }
+}
+
+/// Marks a response whose audit entry the handler already appended.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditRecorded;
 
 /// Context a handler adds to its audit entry, such as the name of what it created. It is
 /// merged into the entry's `details`; it must never carry secrets or row data.

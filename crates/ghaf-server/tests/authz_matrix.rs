@@ -271,6 +271,42 @@ fn expected_table() -> BTreeMap<&'static str, [Expect; 9]> {
             "GET /api/v1/projects/{project}/endpoints/{endpoint}/predictions",
             VIEW,
         ),
+        (
+            "PUT /api/v1/projects/{project}/endpoints/{endpoint}/policy",
+            PROMOTE,
+        ),
+        (
+            "GET /api/v1/projects/{project}/endpoints/{endpoint}/stats",
+            VIEW,
+        ),
+        (
+            "POST /api/v1/projects/{project}/endpoints/{endpoint}/rollout",
+            PROMOTE,
+        ),
+        (
+            "POST /api/v1/projects/{project}/endpoints/{endpoint}/rollout/promote",
+            PROMOTE,
+        ),
+        (
+            "POST /api/v1/projects/{project}/endpoints/{endpoint}/rollout/pause",
+            PROMOTE,
+        ),
+        (
+            "POST /api/v1/projects/{project}/endpoints/{endpoint}/rollout/resume",
+            PROMOTE,
+        ),
+        (
+            "POST /api/v1/projects/{project}/endpoints/{endpoint}/rollout/abort",
+            PROMOTE,
+        ),
+        (
+            "GET /api/v1/projects/{project}/endpoints/{endpoint}/history",
+            VIEW,
+        ),
+        (
+            "GET /api/v1/projects/{project}/endpoints/{endpoint}/analysis",
+            VIEW,
+        ),
         // Open Inference Protocol paths name no project either; endpoint `scorer` is deployed
         // in the bootstrap project for these calls.
         ("GET /v2/models/{name}", [A, A, D, H, H, H, H, H, H]),
@@ -960,6 +996,13 @@ fn request_for(key: &str, path: &str, world: &World) -> (String, Option<serde_js
         "PUT /api/v1/projects/{project}/endpoints/{endpoint}" => {
             Some(serde_json::json!({"model": "m", "version": 1}))
         }
+        "PUT /api/v1/projects/{project}/endpoints/{endpoint}/policy" => {
+            Some(serde_json::json!({"shadow": null}))
+        }
+        "POST /api/v1/projects/{project}/endpoints/{endpoint}/rollout" => Some(serde_json::json!({
+            "version": 2,
+            "canary": {"steps": [10], "interval_secs": 60, "min_requests": 10, "failure_threshold": 1},
+        })),
         "POST /api/v1/projects/{project}/endpoints/{endpoint}/labels" => Some(serde_json::json!({
             "labels": [{"request_id": "r1", "label": 1.0}],
         })),
@@ -1086,6 +1129,74 @@ async fn deploy_matrix_endpoint(world: &World) {
         .unwrap();
 }
 
+/// Registers version 2 of model `m` for the rollout routes; for the routes that act on a
+/// rollout, starts a canary of the matrix endpoint to it (paused, for resume).
+async fn prepare_rollout(world: &World, key: &str) {
+    let tenant = ghaf_core::TenantId::from_stored("default");
+    let project = world
+        .app
+        .state
+        .store()
+        .get_project_by_name(&tenant, "p")
+        .await
+        .unwrap()
+        .expect("project p");
+    let scope = ghaf_tracking::Scope {
+        tenant: tenant.clone(),
+        project: project.id.clone(),
+    };
+    world
+        .app
+        .state
+        .tracking()
+        .expect("tracking service")
+        .register_version(
+            &scope,
+            &ghaf_tracking::RegisterVersion {
+                name: "m".into(),
+                source: format!("models:/{}", world.tracking.model_id),
+                run_id: world.tracking.run_id.clone(),
+                model_id: world.tracking.model_id.clone(),
+                ..ghaf_tracking::RegisterVersion::default()
+            },
+        )
+        .await
+        .unwrap();
+    if key.ends_with("/rollout") {
+        return;
+    }
+    let service = ghaf_server::app::rollout_service(&world.app.state).expect("rollout service");
+    let endpoint_scope = ghaf_serving::EndpointScope {
+        tenant,
+        project: project.id,
+    };
+    let request = ghaf_rollout::StartRequest {
+        model: None,
+        version: 2,
+        canary: Some(
+            serde_json::from_value(serde_json::json!({
+                "steps": [10], "interval_secs": 60, "min_requests": 10, "failure_threshold": 1,
+            }))
+            .unwrap(),
+        ),
+    };
+    service
+        .start(&endpoint_scope, MATRIX_ENDPOINT, &request, "matrix")
+        .await
+        .unwrap();
+    if key.ends_with("/resume") {
+        service
+            .act(
+                &endpoint_scope,
+                MATRIX_ENDPOINT,
+                ghaf_rollout::canary::ManualAction::Pause,
+                "matrix",
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// Makes one call of the matrix on a fresh store and returns what did not match. Without a
 /// caller, the call carries no credentials and must get 401.
 async fn check_call(
@@ -1099,6 +1210,9 @@ async fn check_call(
     }
     if key.contains("/endpoints") {
         deploy_matrix_endpoint(&world).await;
+    }
+    if key.contains("/rollout") {
+        prepare_rollout(&world, &key).await;
     }
     let (path, body) = request_for(&key, route.path, &world);
     let Some((caller, want)) = caller else {

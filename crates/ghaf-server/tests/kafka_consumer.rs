@@ -7,103 +7,22 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestApp;
+use ghaf_ingest::testing::KafkaTestBroker;
 use ghaf_server::ServerConfig;
 use ghaf_server::config::KafkaConsumerSettings;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-/// A tansu broker child process, killed on drop.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn broker_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("GHAF_TANSU") {
-        return Some(PathBuf::from(path));
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let cached = PathBuf::from(home).join(".cache/ghaf-tools/tansu-0.6.0/bin/tansu");
-    cached.exists().then_some(cached)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_kafka_consumer_fills_dataset() {
-    let Some(binary) = broker_binary() else {
-        if std::env::var("GHAF_SKIP_PEER_TESTS").as_deref() == Ok("1") {
-            eprintln!("skipped: the tansu broker is not installed (GHAF_SKIP_PEER_TESTS=1)");
-            return;
-        }
-        panic!(
-            "the tansu broker is not installed; run tests/kafka/setup.sh, set GHAF_TANSU, \
-             or set GHAF_SKIP_PEER_TESTS=1 to skip"
-        );
+    let Some(broker) = KafkaTestBroker::start().await else {
+        return;
     };
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let address = format!("127.0.0.1:{port}");
-    let _broker = Broker(
-        Command::new(&binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start {}: {error}; run tests/kafka/setup.sh",
-                    binary.display()
-                )
-            }),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(&address).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tansu did not start on {address}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let created = Command::new(&binary)
-        .args([
-            "topic",
-            "create",
-            "--broker",
-            &url,
-            "--partitions",
-            "1",
-            "clicks",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "cannot create topic clicks: {}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    broker.create_topic("clicks", 1);
+    let address = broker.address.clone();
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &address)

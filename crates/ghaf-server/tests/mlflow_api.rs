@@ -604,3 +604,70 @@ async fn run_writes_name_the_run_in_the_audit_log() {
     assert_eq!(batch["metric_values"], 2, "{batch}");
     assert_eq!(batch["params"], json!(["model"]), "{batch}");
 }
+
+#[tokio::test]
+async fn broken_audit_chain_refuses_log_metric() {
+    let app = TestApp::new().await;
+    let token = app.admin_token.clone();
+    let run = mlflow(
+        &app,
+        "POST",
+        "mlflow/runs/create",
+        &token,
+        None,
+        Some(json!({})),
+    )
+    .await;
+    let run_id = run.json()["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let log = |step: i64| {
+        let body =
+            json!({"run_id": run_id, "key": "acc", "value": 0.5, "timestamp": 1, "step": step});
+        mlflow(
+            &app,
+            "POST",
+            "mlflow/runs/log-metric",
+            &token,
+            None,
+            Some(body),
+        )
+    };
+    let first = log(0).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+
+    // Make the head's seal invalid, as an edit without the key would.
+    let url = format!("sqlite://{}", app.data_dir().join("meta.db").display());
+    let db = ghaf_meta::Db::connect(&url, 1).await.unwrap();
+    for statement in [
+        "DROP TRIGGER audit_heads_forward_only",
+        "UPDATE audit_heads SET mac = 'garbage' WHERE tenant_id = 'default'",
+    ] {
+        sqlx::query(statement).execute(db.pool()).await.unwrap();
+    }
+
+    let refused = log(1).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(
+        refused.json()["error_code"],
+        "TEMPORARILY_UNAVAILABLE",
+        "{}",
+        refused.text()
+    );
+    let history = mlflow(
+        &app,
+        "GET",
+        &format!("mlflow/metrics/get-history?run_id={run_id}&metric_key=acc"),
+        &token,
+        None,
+        None,
+    )
+    .await;
+    let metrics = history.json()["metrics"].as_array().cloned().unwrap();
+    assert_eq!(
+        metrics.len(),
+        1,
+        "the refused value was written: {metrics:?}"
+    );
+}

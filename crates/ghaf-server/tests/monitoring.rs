@@ -902,3 +902,220 @@ async fn evaluator_isolates_failing_monitor() {
     assert_eq!(reports["evaluations"].as_array().unwrap().len(), 1);
     assert_eq!(reports["evaluations"][0]["report"]["drift"]["drifted"], 0);
 }
+
+/// Training rows of two standard normal features, labelled by `relation(x1, x2) > 0`.
+fn training_csv(generator: &mut Generator, relation: fn(f64, f64) -> f64) -> String {
+    let mut csv = String::from("x1,x2,y\n");
+    for _ in 0..2000 {
+        let (x1, x2) = (generator.normal(), generator.normal());
+        let y = i64::from(relation(x1, x2) + 0.3 * generator.normal() > 0.0);
+        csv.push_str(&format!("{x1},{x2},{y}\n"));
+    }
+    csv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_retrain_reaches_canary() {
+    let mut config = ServerConfig::default();
+    config.jobs.poll_ms = 50;
+    let app = TestApp::with_config(config).await;
+    let token = Some(app.admin_token.as_str());
+    let mut generator = Generator(0x2545_F491_4F6C_DD1D);
+
+    // The champion learned an old relation of the label to the features.
+    create_dataset(
+        &app,
+        "train",
+        json!([
+            {"name": "x1", "type": "float"},
+            {"name": "x2", "type": "float"},
+            {"name": "y", "type": "integer"},
+        ]),
+    )
+    .await;
+    upload_csv(
+        &app,
+        "train",
+        training_csv(&mut generator, |x1, x2| x1 - x2),
+    )
+    .await;
+    let worker = ghaf_server::jobs::build_worker(&app.state, Some("canary-test".into())).unwrap();
+    let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
+    let worker_task = tokio::spawn(worker.run(worker_stopped));
+    let job_spec = |name: &str| {
+        json!({
+            "name": name,
+            "kind": {"type": "builtin", "trainer": "logistic"},
+            "inputs": [{"type": "dataset_version", "dataset": "train", "version": 1}],
+            "label": "y",
+            "register": {
+                "model": "fraud",
+                "alias": "champion",
+                "gate": {"metric": "auc", "margin": 0.05},
+            },
+        })
+    };
+    let first = app
+        .call(
+            "POST",
+            &format!("{PROJECT}/jobs"),
+            token,
+            Some(job_spec("initial")),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    let first = wait_for_job(&app, first.json()["id"].as_str().unwrap()).await;
+    assert_eq!(first["state"], "succeeded", "{first}");
+
+    // The endpoint follows `champion` with a canary policy.
+    let created = app
+        .call(
+            "POST",
+            &format!("{PROJECT}/endpoints"),
+            token,
+            Some(json!({"name": "fraud", "model": "fraud", "follow_alias": "champion"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let policy = app
+        .call(
+            "PUT",
+            &format!("{PROJECT}/endpoints/fraud/policy"),
+            token,
+            Some(json!({"policy": {
+                "kind": "canary",
+                "steps": [10, 50],
+                "interval_secs": 60,
+                "min_requests": 1000,
+                "failure_threshold": 2,
+                "checks": {"max_error_rate": 0.1},
+            }})),
+        )
+        .await;
+    assert_eq!(policy.status, 200, "{}", policy.text());
+    let serving = app.state.serving().unwrap().clone();
+    let project = app
+        .state
+        .store()
+        .get_project_by_name(&ghaf_core::TenantId::from_stored("default"), "default")
+        .await
+        .unwrap()
+        .unwrap();
+    let scope = ghaf_serving::EndpointScope {
+        tenant: project.tenant.clone(),
+        project: project.id.clone(),
+    };
+    let loaded = serving
+        .wait_loaded(&scope, "fraud", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(loaded.status[0].state, "ready", "{:?}", loaded.status);
+    let input = loaded.inputs.as_ref().unwrap()[0].name.clone();
+
+    // Drifted traffic through the endpoint: x1 moved by three standard deviations.
+    for _ in 0..5 {
+        let mut data = Vec::new();
+        for _ in 0..100 {
+            data.push(generator.normal() + 3.0);
+            data.push(generator.normal());
+        }
+        let response = app
+            .call(
+                "POST",
+                "/v2/models/fraud/infer",
+                token,
+                Some(json!({"inputs": [{"name": input, "shape": [100, 2], "datatype": "FP64", "data": data}]})),
+            )
+            .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    serving.flush_log().await;
+
+    // New training data with the relation that is true now, then the monitor and its rule.
+    upload_csv(
+        &app,
+        "train",
+        training_csv(&mut generator, |x1, x2| x1 + x2),
+    )
+    .await;
+    let monitor = app
+        .call(
+            "POST",
+            &format!("{PROJECT}/monitors"),
+            token,
+            Some(json!({
+                "name": "fraud-drift",
+                "target": {"type": "endpoint", "name": "fraud"},
+                "window": {"type": "duration", "seconds": 3600},
+                "interval_seconds": 600,
+            })),
+        )
+        .await;
+    assert_eq!(monitor.status, 201, "{}", monitor.text());
+    let rule = app
+        .call(
+            "POST",
+            &format!("{PROJECT}/monitors/fraud-drift/alert-rules"),
+            token,
+            Some(json!({
+                "name": "drift",
+                "condition": {"type": "drift_share", "at_least": 0.5},
+                "action": {"type": "retrain", "job": job_spec("retrain")},
+            })),
+        )
+        .await;
+    assert_eq!(rule.status, 201, "{}", rule.text());
+
+    let report = app
+        .call(
+            "POST",
+            &format!("{PROJECT}/monitors/fraud-drift/evaluate"),
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(report.status, 200, "{}", report.text());
+    let alerts = app
+        .call(
+            "GET",
+            &format!("{PROJECT}/monitors/fraud-drift/alerts"),
+            token,
+            None,
+        )
+        .await
+        .json();
+    let alerts = alerts["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let job_id = alerts[0]["job_id"]
+        .as_str()
+        .expect("the alert submitted a job")
+        .to_owned();
+
+    // The retrained candidate passes the gate and takes the alias.
+    let job = wait_for_job(&app, &job_id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["model"]["version"], 2, "{job}");
+    assert_eq!(job["result"]["gate"]["promoted"], true, "{job}");
+
+    // One controller pass starts a canary to the new champion.
+    let rollouts = ghaf_server::app::rollout_service(&app.state).unwrap();
+    let summary = rollouts.tick().await;
+    assert_eq!(summary.decisions, 1, "{summary:?}");
+    let stored = serving
+        .store()
+        .get(&scope.tenant, &scope.project, "fraud")
+        .await
+        .unwrap()
+        .unwrap();
+    let rollout = stored.rollout.expect("a rollout started");
+    assert_eq!(rollout.status, ghaf_serving::policy::RolloutStatus::Running);
+    assert_eq!(rollout.candidate_version, 2);
+    assert_eq!(rollout.stable_version, 1);
+    assert_eq!(rollout.started_by, "system:rollout-controller");
+    assert_eq!(stored.variants[1].name, "candidate");
+    assert_eq!(stored.variants[1].version, 2);
+    assert_eq!(stored.variants[1].weight, 10);
+
+    let _ = stop_worker.send(true);
+    worker_task.await.unwrap();
+}

@@ -9,8 +9,13 @@ pub mod features;
 pub mod layout;
 pub mod loader;
 pub mod log;
+pub mod policy;
+pub mod routing;
 pub mod rows;
+mod shadow;
+pub mod stats;
 pub mod store;
+mod traffic;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +35,11 @@ use crate::features::FeatureBinding;
 use crate::layout::{LogLayout, RowMeta};
 use crate::loader::{LoadError, LoadedModel, ModelLoader};
 use crate::log::{LogTarget, PredictionLog};
+use crate::routing::Routing;
+pub use crate::shadow::MAX_MIRRORS_IN_FLIGHT;
+use crate::stats::{StatsKey, StatsRegistry, VariantCounters};
 pub use crate::store::{Endpoint, EndpointStore, Variant};
+pub use crate::traffic::{PolicyUpdate, VariantStatsView};
 
 /// Tenant and project an endpoint lives in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -199,8 +208,13 @@ pub const BATCH_MAX_QUEUED: usize = 1024;
 pub struct DeploySpec {
     /// Registered model name.
     pub model: String,
-    /// Registered model version.
+    /// Registered model version; 0 with `follow_alias` deploys the version the alias
+    /// points at now.
     pub version: i64,
+    /// Registered model alias (such as `champion`) the endpoint follows: the rollout
+    /// controller moves the endpoint to each version the alias is set to.
+    #[serde(default)]
+    pub follow_alias: Option<String>,
     #[serde(default)]
     pub feature_service: Option<String>,
     /// `cpu` (the default), `cuda` or `cuda:N`.
@@ -219,6 +233,9 @@ pub struct VariantStatus {
     pub weight: u32,
     /// `loading`, `ready` or `failed`.
     pub state: String,
+    /// Whether the variant is the endpoint's shadow, which only receives mirrored requests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Time to fetch, verify and load the model, in milliseconds.
@@ -270,8 +287,17 @@ pub struct LabelOutcome {
     pub dataset_version: Option<i64>,
 }
 
+/// A request served by one variant, before the requested outputs are picked.
+struct Served {
+    response: InferResponse,
+    /// The server-generated request id.
+    request_id: String,
+    rows: usize,
+    ready: Arc<ReadyModel>,
+}
+
 /// A model version loaded for one variant, with what inference needs around it.
-struct ReadyModel {
+pub(crate) struct ReadyModel {
     model: LoadedModel,
     /// Runs every prediction of this model on the blocking pool, batching concurrent ones.
     batcher: Batcher,
@@ -285,7 +311,7 @@ struct ReadyModel {
     datasets_tried: Mutex<Instant>,
 }
 
-enum VariantState {
+pub(crate) enum VariantState {
     Loading,
     Ready(Arc<ReadyModel>),
     /// A load failed for a transient reason; the next attempt starts at `next_at`.
@@ -300,17 +326,44 @@ enum VariantState {
     },
 }
 
-struct VariantRuntime {
-    variant: Variant,
+/// A model version loaded on this server for an endpoint. Generations of the endpoint that
+/// serve the same model, version, execution provider and feature service share one slot,
+/// so a weight change does not load the model again.
+pub(crate) struct ModelSlot {
+    model: String,
+    version: i64,
+    execution_provider: String,
+    feature_service: Option<String>,
     state: RwLock<VariantState>,
 }
 
-struct EndpointRuntime {
+impl ModelSlot {
+    /// Returns whether this slot can serve `variant` of `endpoint` without a new load: same
+    /// model settings, and not failed (a failed load is tried again on redeployment).
+    fn serves(&self, endpoint: &Endpoint, variant: &Variant) -> bool {
+        self.model == variant.model
+            && self.version == variant.version
+            && self.execution_provider == endpoint.execution_provider
+            && self.feature_service == endpoint.feature_service
+            && !matches!(&*lock_read(&self.state), VariantState::Failed { .. })
+    }
+}
+
+pub(crate) struct VariantRuntime {
+    variant: Variant,
+    slot: Arc<ModelSlot>,
+    counters: Arc<VariantCounters>,
+}
+
+pub(crate) struct EndpointRuntime {
     record: Endpoint,
     variants: Vec<Arc<VariantRuntime>>,
+    routing: Routing,
     checked_at: Mutex<Instant>,
     /// Set while reading the record again fails, so the failure is logged once.
     revalidate_failing: AtomicBool,
+    /// Whether the shadow comparison dataset exists, and the last attempt to create it.
+    shadow_dataset: Mutex<(bool, Option<Instant>)>,
 }
 
 type RuntimeKey = (TenantId, ProjectId, String);
@@ -326,6 +379,11 @@ struct Inner {
     dataset_failures: AtomicU64,
     /// Log row builds running on the blocking pool, which a flush waits for.
     building_logs: std::sync::atomic::AtomicUsize,
+    /// Mirrored requests whose shadow prediction still runs, which a flush waits for.
+    mirroring: std::sync::atomic::AtomicUsize,
+    /// Requests not mirrored because [`MAX_MIRRORS_IN_FLIGHT`] were running.
+    skipped_mirrors: AtomicU64,
+    stats: StatsRegistry,
 }
 
 /// The serving side of Ghaf.
@@ -341,6 +399,14 @@ fn lock_read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn lock_write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Returns whether a runtime built from `cached` can serve the stored record `stored`: the
+/// same endpoint at the same or a newer generation. An endpoint deleted and created again
+/// under its name starts over at generation 1, so the creation time distinguishes it from
+/// the deleted one that this server may still cache.
+fn is_up_to_date(cached: &Endpoint, stored: &Endpoint) -> bool {
+    cached.created_at == stored.created_at && cached.generation >= stored.generation
 }
 
 fn tracking_scope(scope: &EndpointScope) -> ghaf_tracking::Scope {
@@ -362,6 +428,23 @@ pub fn predictions_dataset(endpoint: &str) -> String {
 /// Name of an endpoint's label dataset.
 pub fn labels_dataset(endpoint: &str) -> String {
     format!("{endpoint}{}", log::LABELS_SUFFIX)
+}
+
+/// Name of an endpoint's shadow comparison dataset.
+pub fn shadow_dataset(endpoint: &str) -> String {
+    format!("{endpoint}{}", shadow::SHADOW_SUFFIX)
+}
+
+/// Returns whether an inference error is the server's fault (counted in a variant's
+/// errors), not the caller's.
+fn is_server_error(error: &ServingError) -> bool {
+    !matches!(
+        error,
+        ServingError::InvalidInput { .. }
+            | ServingError::InvalidOutput { .. }
+            | ServingError::EndpointNotFound { .. }
+            | ServingError::VersionNotFound { .. }
+    )
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -397,18 +480,32 @@ impl ServingService {
         on_log_drop: Option<Arc<dyn Fn(u64) + Send + Sync>>,
     ) -> Self {
         let log = PredictionLog::start(ingest.clone(), on_log_drop);
-        Self {
-            inner: Arc::new(Inner {
-                store: EndpointStore::new(db),
-                loader,
-                ingest,
-                features,
-                log,
-                endpoints: RwLock::new(HashMap::new()),
-                dataset_failures: AtomicU64::new(0),
-                building_logs: std::sync::atomic::AtomicUsize::new(0),
-            }),
-        }
+        let inner = Arc::new(Inner {
+            store: EndpointStore::new(db.clone()),
+            loader,
+            ingest,
+            features,
+            log,
+            endpoints: RwLock::new(HashMap::new()),
+            dataset_failures: AtomicU64::new(0),
+            building_logs: std::sync::atomic::AtomicUsize::new(0),
+            mirroring: std::sync::atomic::AtomicUsize::new(0),
+            skipped_mirrors: AtomicU64::new(0),
+            stats: StatsRegistry::new(db),
+        });
+        tokio::spawn(flush_stats_periodically(Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// UUIDv7 this server picked at start; its rows in `endpoint_variant_stats` carry it.
+    pub fn replica_id(&self) -> &str {
+        self.inner.stats.replica_id()
+    }
+
+    /// Writes this replica's variant counters to the database now, as the background flush
+    /// does every [`stats::STATS_FLUSH_INTERVAL`].
+    pub async fn flush_stats(&self) -> Result<(), ServeError> {
+        self.inner.stats.flush().await
     }
 
     pub fn store(&self) -> &EndpointStore {
@@ -427,11 +524,19 @@ impl ServingService {
         self.inner.dataset_failures.load(Ordering::Relaxed)
     }
 
+    /// Requests not mirrored to a shadow since start because [`MAX_MIRRORS_IN_FLIGHT`]
+    /// mirrored requests were still running.
+    pub fn skipped_mirrors(&self) -> u64 {
+        self.inner.skipped_mirrors.load(Ordering::Relaxed)
+    }
+
     /// Writes every queued prediction log row; call at shutdown.
     pub async fn flush_log(&self) {
-        // Rows still being built on the blocking pool are waited for, up to 5 seconds.
+        // Rows still being built on the blocking pool and shadow predictions still running
+        // are waited for, up to 5 seconds.
         let started = Instant::now();
-        while self.inner.building_logs.load(Ordering::Acquire) > 0
+        while (self.inner.building_logs.load(Ordering::Acquire) > 0
+            || self.inner.mirroring.load(Ordering::Acquire) > 0)
             && started.elapsed() < Duration::from_secs(5)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -467,11 +572,17 @@ impl ServingService {
                 "name the registered model to serve",
             ));
         }
-        if spec.version < 1 {
+        if spec.version < 0 || (spec.version == 0 && spec.follow_alias.is_none()) {
             return Err(ServeError::invalid(
                 "version",
-                format!("version is {}; model versions start at 1", spec.version),
+                format!(
+                    "version is {}; model versions start at 1 (omit the version only together with follow_alias)",
+                    spec.version
+                ),
             ));
+        }
+        if let Some(alias) = &spec.follow_alias {
+            traffic::validate_alias(alias)?;
         }
         if let Some(provider) = &spec.execution_provider {
             ghaf_runtime::ExecutionProvider::parse(provider)
@@ -539,6 +650,13 @@ impl ServingService {
         actor: &str,
     ) -> Result<EndpointInfo, ServeError> {
         self.validate(name, spec)?;
+        let mut spec = spec.clone();
+        if let Some(alias) = &spec.follow_alias
+            && spec.version == 0
+        {
+            spec.version = self.resolve_alias(scope, &spec.model, alias).await?;
+        }
+        let spec = &spec;
         self.check_references(scope, spec).await?;
         let now = ghaf_core::now_millis();
         let endpoint = Endpoint {
@@ -558,6 +676,10 @@ impl ServingService {
                 version: spec.version,
                 weight: 100,
             }],
+            policy: policy::TrafficPolicy::Single,
+            shadow: None,
+            follow_alias: spec.follow_alias.clone(),
+            rollout: None,
             generation: 1,
             created_at: now,
             created_by: actor.to_owned(),
@@ -578,6 +700,12 @@ impl ServingService {
         actor: &str,
     ) -> Result<EndpointInfo, ServeError> {
         self.validate(name, spec)?;
+        if spec.version == 0 {
+            return Err(ServeError::invalid(
+                "version",
+                "name the model version to deploy; an update does not resolve follow_alias",
+            ));
+        }
         let current = self
             .inner
             .store
@@ -598,12 +726,28 @@ impl ServingService {
             .execution_provider
             .clone()
             .unwrap_or_else(|| "cpu".to_owned());
+        if current
+            .rollout
+            .as_ref()
+            .is_some_and(policy::RolloutState::is_active)
+        {
+            return Err(ServeError::Conflict(format!(
+                "endpoint {name:?} has a rollout in progress; abort it before deploying another version directly"
+            )));
+        }
+        // A direct deployment replaces every variant, so the traffic policy goes back to a
+        // single variant and the shadow is removed.
         endpoint.variants = vec![Variant {
             name: PRIMARY_VARIANT.to_owned(),
             model: spec.model.clone(),
             version: spec.version,
             weight: 100,
         }];
+        endpoint.policy = policy::TrafficPolicy::Single;
+        endpoint.shadow = None;
+        if spec.follow_alias.is_some() {
+            endpoint.follow_alias = spec.follow_alias.clone();
+        }
         endpoint.generation = current.generation + 1;
         endpoint.updated_at = ghaf_core::now_millis();
         endpoint.updated_by = actor.to_owned();
@@ -653,33 +797,50 @@ impl ServingService {
                 name: name.to_owned(),
             });
         }
+        if let Err(error) = self
+            .inner
+            .stats
+            .forget(&scope.tenant, &scope.project, name)
+            .await
+        {
+            tracing::warn!(
+                tenant = %scope.tenant,
+                project = %scope.project,
+                endpoint = name,
+                %error,
+                "endpoint deleted, but its variant stats could not be deleted; they are pruned after 7 days"
+            );
+        }
         Ok(())
     }
 
     fn info(&self, runtime: &EndpointRuntime) -> EndpointInfo {
         let mut inputs = None;
         let mut outputs = None;
+        let shadow_index = runtime.routing.shadow_index();
         let status = runtime
             .variants
             .iter()
-            .map(|variant| {
+            .enumerate()
+            .map(|(index, variant)| {
                 let mut status = VariantStatus {
                     name: variant.variant.name.clone(),
                     model: variant.variant.model.clone(),
                     version: variant.variant.version,
                     weight: variant.variant.weight,
                     state: String::new(),
+                    shadow: shadow_index == Some(index),
                     reason: None,
                     load_ms: None,
                     warmup_ms: None,
                 };
-                match &*lock_read(&variant.state) {
+                match &*lock_read(&variant.slot.state) {
                     VariantState::Loading => status.state = "loading".to_owned(),
                     VariantState::Ready(ready) => {
                         status.state = "ready".to_owned();
                         status.load_ms = Some(ready.load_ms);
                         status.warmup_ms = Some(ready.warmup_ms);
-                        if inputs.is_none() {
+                        if inputs.is_none() && !status.shadow {
                             let signature = endpoint_signature(ready);
                             inputs = Some(signature.inputs);
                             outputs = Some(signature.outputs);
@@ -712,57 +873,97 @@ impl ServingService {
         }
     }
 
-    /// Replaces this server's runtime of the endpoint and starts loading its variants.
+    /// Replaces this server's runtime of the endpoint and starts loading the models it
+    /// does not hold yet.
     fn deploy_runtime(&self, endpoint: Endpoint) -> Arc<EndpointRuntime> {
         self.install_runtime(endpoint, false)
     }
 
-    /// Installs a runtime for `endpoint` and starts loading it. With `only_if_newer`, the
-    /// generation is checked again under the write lock: when the map already holds this
-    /// generation or a newer one (another request deployed it first), that runtime is
-    /// returned and nothing is loaded, so concurrent requests load a version once.
+    /// Installs a runtime for `endpoint` and starts loading the models that no variant of
+    /// the previous runtime serves. A variant whose model, version, execution provider and
+    /// feature service did not change keeps the previous runtime's loaded model, so a
+    /// weight change serves every request without a reload or warm-up. With
+    /// `only_if_newer`, the generation is checked again under the write lock: when the map
+    /// already holds this generation or a newer one (another request deployed it first),
+    /// that runtime is returned and nothing is loaded, so concurrent requests load a
+    /// version once.
     fn install_runtime(&self, endpoint: Endpoint, only_if_newer: bool) -> Arc<EndpointRuntime> {
         let runtime_key = (
             endpoint.tenant.clone(),
             endpoint.project.clone(),
             endpoint.name.clone(),
         );
-        let variants: Vec<Arc<VariantRuntime>> = endpoint
-            .variants
-            .iter()
-            .map(|variant| {
-                Arc::new(VariantRuntime {
-                    variant: variant.clone(),
-                    state: RwLock::new(VariantState::Loading),
-                })
-            })
-            .collect();
+        let mut map = lock_write(&self.inner.endpoints);
+        let previous = map.get(&runtime_key).cloned();
+        if only_if_newer
+            && let Some(existing) = &previous
+            && is_up_to_date(&existing.record, &endpoint)
+        {
+            *existing
+                .checked_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+            return existing.clone();
+        }
+        let mut to_load: Vec<Arc<ModelSlot>> = Vec::new();
+        let mut variants: Vec<Arc<VariantRuntime>> = Vec::with_capacity(endpoint.variants.len());
+        for variant in &endpoint.variants {
+            let reused = previous
+                .iter()
+                .flat_map(|runtime| runtime.variants.iter())
+                .chain(variants.iter())
+                .find(|old| old.slot.serves(&endpoint, variant))
+                .map(|old| old.slot.clone());
+            let slot = match reused {
+                Some(slot) => slot,
+                None => {
+                    let slot = Arc::new(ModelSlot {
+                        model: variant.model.clone(),
+                        version: variant.version,
+                        execution_provider: endpoint.execution_provider.clone(),
+                        feature_service: endpoint.feature_service.clone(),
+                        state: RwLock::new(VariantState::Loading),
+                    });
+                    to_load.push(slot.clone());
+                    slot
+                }
+            };
+            let counters = self.inner.stats.counters(StatsKey {
+                tenant: endpoint.tenant.clone(),
+                project: endpoint.project.clone(),
+                endpoint: endpoint.name.clone(),
+                variant: variant.name.clone(),
+                model: variant.model.clone(),
+                version: variant.version,
+            });
+            variants.push(Arc::new(VariantRuntime {
+                variant: variant.clone(),
+                slot,
+                counters,
+            }));
+        }
+        let routing = Routing::new(
+            &endpoint.name,
+            &endpoint.policy,
+            &endpoint.variants,
+            endpoint.shadow.as_ref(),
+        );
         let runtime = Arc::new(EndpointRuntime {
             record: endpoint.clone(),
-            variants: variants.clone(),
+            variants,
+            routing,
             checked_at: Mutex::new(Instant::now()),
             revalidate_failing: AtomicBool::new(false),
+            shadow_dataset: Mutex::new((false, None)),
         });
-        {
-            let mut map = lock_write(&self.inner.endpoints);
-            if only_if_newer
-                && let Some(existing) = map.get(&runtime_key)
-                && existing.record.generation >= endpoint.generation
-            {
-                *existing
-                    .checked_at
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-                return existing.clone();
-            }
-            map.insert(runtime_key, runtime.clone());
-        }
-        for variant in variants {
+        map.insert(runtime_key, runtime.clone());
+        drop(map);
+        for slot in to_load {
             let inner = self.inner.clone();
             let endpoint = endpoint.clone();
-            let variant = Arc::downgrade(&variant);
+            let slot = Arc::downgrade(&slot);
             tokio::spawn(async move {
-                load_variant(inner, endpoint, variant).await;
+                load_variant(inner, endpoint, slot).await;
             });
         }
         runtime
@@ -777,7 +978,7 @@ impl ServingService {
             endpoint.name.clone(),
         );
         if let Some(existing) = lock_read(&self.inner.endpoints).get(&runtime_key)
-            && existing.record.generation >= endpoint.generation
+            && is_up_to_date(&existing.record, &endpoint)
         {
             *existing
                 .checked_at
@@ -875,91 +1076,101 @@ impl ServingService {
         }
     }
 
-    /// Picks the variant for a request: the one serving `version`, else one by weight.
+    /// Picks the variant for a request: the one serving `version` when it is given, else
+    /// the one the endpoint's traffic policy routes the request to (by its sticky key when
+    /// the policy has one and the request carries it). A variant named by `version` is
+    /// looked up among the routed variants first, then the shadow.
     fn select(
         runtime: &EndpointRuntime,
         version: Option<&str>,
+        request: Option<&InferRequest>,
+        context: &InferContext,
     ) -> Result<Arc<VariantRuntime>, ServingError> {
-        let served = || {
-            runtime
-                .variants
-                .iter()
-                .map(|v| v.variant.version.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         if let Some(version) = version {
-            return runtime
+            let wanted = version.trim().parse::<i64>().ok();
+            let shadow = runtime.routing.shadow_index();
+            let matches =
+                |(_, v): &(usize, &Arc<VariantRuntime>)| Some(v.variant.version) == wanted;
+            let found = runtime
                 .variants
                 .iter()
-                .find(|v| v.variant.version.to_string() == version)
-                .cloned()
-                .ok_or_else(|| ServingError::VersionNotFound {
+                .enumerate()
+                .filter(|(index, _)| Some(*index) != shadow)
+                .find(matches)
+                .or_else(|| runtime.variants.iter().enumerate().find(matches));
+            return found.map(|(_, variant)| variant.clone()).ok_or_else(|| {
+                ServingError::VersionNotFound {
                     endpoint: runtime.record.name.clone(),
                     version: version.to_owned(),
-                    served: served(),
-                });
-        }
-        let total: u64 = runtime
-            .variants
-            .iter()
-            .map(|v| u64::from(v.variant.weight))
-            .sum();
-        if runtime.variants.len() > 1 && total > 0 {
-            let mut pick = (uuid::Uuid::new_v4().as_u128() % u128::from(total)) as u64;
-            for variant in &runtime.variants {
-                let weight = u64::from(variant.variant.weight);
-                if pick < weight {
-                    return Ok(variant.clone());
+                    served: runtime
+                        .variants
+                        .iter()
+                        .map(|v| v.variant.version.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }
-                pick -= weight;
-            }
+            });
         }
-        runtime.variants.first().cloned().ok_or_else(|| {
-            ServingError::Internal(format!(
-                "endpoint {:?} has no variants",
-                runtime.record.name
-            ))
-        })
+        runtime
+            .routing
+            .route(request, context)
+            .and_then(|index| runtime.variants.get(index))
+            .cloned()
+            .ok_or_else(|| {
+                ServingError::Internal(format!(
+                    "endpoint {:?} has no variant to route requests to",
+                    runtime.record.name
+                ))
+            })
+    }
+
+    /// Returns the variant that serves a routed request. A routed variant that cannot serve,
+    /// because its model is still loading or its load failed, hands the request to the
+    /// endpoint's first variant when that one is ready, so callers do not see a new
+    /// variant's load problems. A failed load still counts as one failed request of the
+    /// routed variant, so a canary's error check sees it and rolls the candidate back; a
+    /// model that is still loading counts nothing.
+    fn serving_variant(
+        runtime: &EndpointRuntime,
+        routed: Arc<VariantRuntime>,
+    ) -> Arc<VariantRuntime> {
+        let Some(first) = runtime
+            .routing
+            .first()
+            .and_then(|index| runtime.variants.get(index))
+        else {
+            return routed;
+        };
+        if Arc::ptr_eq(first, &routed) {
+            return routed;
+        }
+        let (ready, failed) = match &*lock_read(&routed.slot.state) {
+            VariantState::Ready(_) => (true, false),
+            VariantState::Failed { .. } => (false, true),
+            VariantState::Loading | VariantState::Retrying { .. } => (false, false),
+        };
+        if ready {
+            return routed;
+        }
+        if !matches!(&*lock_read(&first.slot.state), VariantState::Ready(_)) {
+            return routed;
+        }
+        if failed {
+            routed.counters.record(0, true);
+        }
+        first.clone()
     }
 
     fn ready(
         runtime: &EndpointRuntime,
         variant: &VariantRuntime,
     ) -> Result<Arc<ReadyModel>, ServingError> {
-        match &*lock_read(&variant.state) {
-            VariantState::Ready(ready) => Ok(ready.clone()),
-            VariantState::Loading => Err(ServingError::NotReady {
-                endpoint: runtime.record.name.clone(),
-                reason: format!(
-                    "model {} version {} is loading",
-                    variant.variant.model, variant.variant.version
-                ),
-                retry_after_secs: RETRY_AFTER_SECS,
-            }),
-            VariantState::Retrying {
-                reason, next_at, ..
-            } => Err(ServingError::NotReady {
-                endpoint: runtime.record.name.clone(),
-                reason: format!(
-                    "model {} version {} is loading again after a transient failure: {reason}",
-                    variant.variant.model, variant.variant.version
-                ),
-                retry_after_secs: u32::try_from(
-                    next_at.saturating_duration_since(Instant::now()).as_secs(),
-                )
-                .unwrap_or(u32::MAX)
-                .max(RETRY_AFTER_SECS),
-            }),
-            VariantState::Failed { reason, .. } => Err(ServingError::LoadFailed {
-                endpoint: runtime.record.name.clone(),
-                version: variant.variant.version,
-                reason: reason.clone(),
-            }),
-        }
+        slot_ready(&runtime.record.name, &variant.slot)
     }
 
-    /// Returns whether the endpoint's selected version is loaded and can serve requests.
+    /// Returns whether the endpoint can serve requests: with `version`, whether that
+    /// version is loaded; without, whether every variant the traffic policy routes to is
+    /// loaded.
     pub async fn model_ready(
         &self,
         scope: &EndpointScope,
@@ -967,12 +1178,24 @@ impl ServingService {
         version: Option<&str>,
     ) -> Result<bool, ServingError> {
         let runtime = self.protocol_runtime(scope, endpoint).await?;
-        let variant = Self::select(&runtime, version)?;
-        let ready = matches!(&*lock_read(&variant.state), VariantState::Ready(_));
+        if version.is_some() {
+            let variant = Self::select(&runtime, version, None, &InferContext::default())?;
+            return Ok(matches!(
+                &*lock_read(&variant.slot.state),
+                VariantState::Ready(_)
+            ));
+        }
+        let ready = runtime
+            .variants
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| runtime.routing.is_routed(*index))
+            .all(|(_, variant)| matches!(&*lock_read(&variant.slot.state), VariantState::Ready(_)));
         Ok(ready)
     }
 
-    /// Returns the endpoint's metadata, of one version when `version` is given.
+    /// Returns the endpoint's metadata, of one version when `version` is given, else of the
+    /// first variant the traffic policy routes to.
     pub async fn model_metadata(
         &self,
         scope: &EndpointScope,
@@ -980,7 +1203,19 @@ impl ServingService {
         version: Option<&str>,
     ) -> Result<EndpointMetadata, ServingError> {
         let runtime = self.protocol_runtime(scope, endpoint).await?;
-        let variant = Self::select(&runtime, version)?;
+        let variant = match version {
+            Some(_) => Self::select(&runtime, version, None, &InferContext::default())?,
+            None => runtime
+                .variants
+                .iter()
+                .enumerate()
+                .find(|(index, _)| runtime.routing.is_routed(*index))
+                .map(|(_, variant)| variant.clone())
+                .map_or_else(
+                    || Self::select(&runtime, None, None, &InferContext::default()),
+                    Ok,
+                )?,
+        };
         let ready = Self::ready(&runtime, &variant)?;
         Ok(EndpointMetadata {
             name: runtime.record.name.clone(),
@@ -993,21 +1228,90 @@ impl ServingService {
         })
     }
 
-    /// Evaluates a request on the endpoint (on one version when `version` is given), joins
-    /// online features when the endpoint is bound to a feature service, and logs the
-    /// prediction.
+    /// Evaluates a request on the endpoint, on one version when `version` is given, else on
+    /// the variant the traffic policy picks. Joins online features when the endpoint is
+    /// bound to a feature service, logs the prediction and counts it in the variant's
+    /// stats. When the endpoint has a shadow, a share of the requests routed by the policy
+    /// is mirrored to it after this answer is ready; the caller never waits for the shadow.
     pub async fn infer(
         &self,
         scope: &EndpointScope,
         endpoint: &str,
         version: Option<&str>,
-        request: InferRequest,
+        mut request: InferRequest,
         context: &InferContext,
     ) -> Result<InferResponse, ServingError> {
         let started = Instant::now();
         let runtime = self.protocol_runtime(scope, endpoint).await?;
-        let variant = Self::select(&runtime, version)?;
-        let ready = Self::ready(&runtime, &variant)?;
+        let variant = Self::select(&runtime, version, Some(&request), context)?;
+        let variant = match version {
+            Some(_) => variant,
+            None => Self::serving_variant(&runtime, variant),
+        };
+        let mirror = match version {
+            Some(_) => None,
+            None => runtime
+                .routing
+                .mirror()
+                .and_then(|index| runtime.variants.get(index).cloned()),
+        };
+        let mirrored_inputs = mirror.as_ref().map(|_| request.inputs.clone());
+        let requested = std::mem::take(&mut request.outputs);
+        let result = self
+            .serve(
+                scope, endpoint, &runtime, &variant, request, &requested, context, started,
+            )
+            .await;
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match &result {
+            Ok(_) => variant.counters.record(latency_us, false),
+            Err(error) => variant.counters.record(latency_us, is_server_error(error)),
+        }
+        let served = result?;
+        let mut response = served.response;
+        if let (Some(shadow), Some(inputs)) = (mirror, mirrored_inputs) {
+            shadow::spawn(shadow::Mirror {
+                inner: self.inner.clone(),
+                scope: scope.clone(),
+                runtime: runtime.clone(),
+                primary: variant.clone(),
+                primary_ready: served.ready,
+                shadow,
+                request_id: served.request_id,
+                inputs,
+                primary_outputs: response.outputs.clone(),
+                rows: served.rows,
+            });
+        }
+        if !requested.is_empty() {
+            response.outputs = requested
+                .iter()
+                .filter_map(|wanted| {
+                    response
+                        .outputs
+                        .iter()
+                        .find(|o| o.name == wanted.name)
+                        .cloned()
+                })
+                .collect();
+        }
+        Ok(response)
+    }
+
+    /// Runs one request on `variant` and logs it; the response carries every output.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        &self,
+        scope: &EndpointScope,
+        endpoint: &str,
+        runtime: &Arc<EndpointRuntime>,
+        variant: &Arc<VariantRuntime>,
+        request: InferRequest,
+        requested: &[ghaf_runtime::RequestedOutput],
+        context: &InferContext,
+        started: Instant,
+    ) -> Result<Served, ServingError> {
+        let ready = Self::ready(runtime, variant)?;
         let signature = ready.model.predictor.signature();
 
         let server_id = uuid::Uuid::now_v7().to_string();
@@ -1026,7 +1330,7 @@ impl ServingService {
             }
             _ => None,
         };
-        for output in &request.outputs {
+        for output in requested {
             if !signature.outputs.iter().any(|o| o.name == output.name) {
                 return Err(ServingError::InvalidOutput {
                     output: output.name.clone(),
@@ -1123,8 +1427,8 @@ impl ServingService {
 
         self.log_prediction(
             scope,
-            &runtime,
-            &variant,
+            runtime,
+            variant,
             &ready,
             RowMeta {
                 request_id: server_id.clone(),
@@ -1150,22 +1454,18 @@ impl ServingService {
             "inference served"
         );
 
-        let outputs = if request.outputs.is_empty() {
-            outputs
-        } else {
-            request
-                .outputs
-                .iter()
-                .filter_map(|wanted| outputs.iter().find(|o| o.name == wanted.name).cloned())
-                .collect()
-        };
-        Ok(InferResponse {
-            model_name: runtime.record.name.clone(),
-            model_version: Some(variant.variant.version.to_string()),
-            // The protocol echoes the caller's id; the server id is in the parameters.
-            id: Some(client_id.unwrap_or(server_id)),
-            parameters,
-            outputs,
+        Ok(Served {
+            response: InferResponse {
+                model_name: runtime.record.name.clone(),
+                model_version: Some(variant.variant.version.to_string()),
+                // The protocol echoes the caller's id; the server id is in the parameters.
+                id: Some(client_id.unwrap_or_else(|| server_id.clone())),
+                parameters,
+                outputs,
+            },
+            request_id: server_id,
+            rows,
+            ready,
         })
     }
 
@@ -1256,7 +1556,15 @@ impl ServingService {
         let variant = variant.variant.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
-            if ensure_log_datasets(&inner, &endpoint, &variant, &ready.layout).await {
+            if ensure_log_datasets(
+                &inner,
+                &endpoint,
+                &variant.model,
+                variant.version,
+                &ready.layout,
+            )
+            .await
+            {
                 ready.datasets_ready.store(true, Ordering::Relaxed);
             }
         });
@@ -1399,6 +1707,30 @@ impl ServingService {
         endpoint: &str,
         limit: usize,
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ServeError> {
+        self.recent_rows(scope, endpoint, &predictions_dataset(endpoint), limit)
+            .await
+    }
+
+    /// Returns the newest rows of the shadow comparison dataset, newest first.
+    pub async fn recent_shadow_comparisons(
+        &self,
+        scope: &EndpointScope,
+        endpoint: &str,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ServeError> {
+        self.recent_rows(scope, endpoint, &shadow_dataset(endpoint), limit)
+            .await
+    }
+
+    /// Returns the newest rows of one of an endpoint's datasets, newest first; none when
+    /// the dataset does not exist yet.
+    async fn recent_rows(
+        &self,
+        scope: &EndpointScope,
+        endpoint: &str,
+        dataset_name: &str,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ServeError> {
         if !(1..=MAX_PREDICTION_ROWS).contains(&limit) {
             return Err(ServeError::invalid(
                 "limit",
@@ -1419,11 +1751,7 @@ impl ServingService {
         }
         let store = self.inner.ingest.store();
         let dataset = match store
-            .get_dataset(
-                &scope.tenant,
-                &scope.project,
-                &predictions_dataset(endpoint),
-            )
+            .get_dataset(&scope.tenant, &scope.project, dataset_name)
             .await
         {
             Ok(dataset) => dataset,
@@ -1506,12 +1834,12 @@ fn endpoint_signature(ready: &ReadyModel) -> ModelSignature {
 /// Loads one variant and records the outcome in its state. A transient failure (store or
 /// runtime outage) is retried with a doubling backoff while the variant is still deployed;
 /// requests meanwhile get `NotReady` with the time to the next attempt.
-async fn load_variant(inner: Arc<Inner>, endpoint: Endpoint, variant: Weak<VariantRuntime>) {
+async fn load_variant(inner: Arc<Inner>, endpoint: Endpoint, slot: Weak<ModelSlot>) {
     let mut attempt: u32 = 0;
     let mut backoff = LOAD_RETRY_FIRST;
     loop {
         attempt += 1;
-        let Some(current) = variant.upgrade() else {
+        let Some(current) = slot.upgrade() else {
             // The endpoint was redeployed or deleted while this load waited.
             return;
         };
@@ -1520,7 +1848,7 @@ async fn load_variant(inner: Arc<Inner>, endpoint: Endpoint, variant: Weak<Varia
             tenant: endpoint.tenant.clone(),
             project: endpoint.project.clone(),
         };
-        let result = prepare(&inner, &endpoint, &current.variant, &scope, started).await;
+        let result = prepare(&inner, &endpoint, &current, &scope, started).await;
         let load_ms = millis(started.elapsed());
         let state = match result {
             Ok(ready) => {
@@ -1528,8 +1856,8 @@ async fn load_variant(inner: Arc<Inner>, endpoint: Endpoint, variant: Weak<Varia
                     tenant = %endpoint.tenant,
                     project = %endpoint.project,
                     endpoint = %endpoint.name,
-                    model = %current.variant.model,
-                    version = current.variant.version,
+                    model = %current.model,
+                    version = current.version,
                     attempt,
                     load_ms = ready.load_ms,
                     warmup_ms = ready.warmup_ms,
@@ -1542,8 +1870,8 @@ async fn load_variant(inner: Arc<Inner>, endpoint: Endpoint, variant: Weak<Varia
                     tenant = %endpoint.tenant,
                     project = %endpoint.project,
                     endpoint = %endpoint.name,
-                    model = %current.variant.model,
-                    version = current.variant.version,
+                    model = %current.model,
+                    version = current.version,
                     attempt,
                     retry_in_ms = millis(backoff),
                     %reason,
@@ -1565,8 +1893,8 @@ async fn load_variant(inner: Arc<Inner>, endpoint: Endpoint, variant: Weak<Varia
                     tenant = %endpoint.tenant,
                     project = %endpoint.project,
                     endpoint = %endpoint.name,
-                    model = %current.variant.model,
-                    version = current.variant.version,
+                    model = %current.model,
+                    version = current.version,
                     attempt,
                     %reason,
                     "endpoint model failed to load"
@@ -1579,13 +1907,81 @@ async fn load_variant(inner: Arc<Inner>, endpoint: Endpoint, variant: Weak<Varia
     }
 }
 
+/// Returns the loaded model of a slot, or the protocol error with the reason it cannot
+/// serve yet.
+fn slot_ready(endpoint: &str, slot: &ModelSlot) -> Result<Arc<ReadyModel>, ServingError> {
+    match &*lock_read(&slot.state) {
+        VariantState::Ready(ready) => Ok(ready.clone()),
+        VariantState::Loading => Err(ServingError::NotReady {
+            endpoint: endpoint.to_owned(),
+            reason: format!("model {} version {} is loading", slot.model, slot.version),
+            retry_after_secs: RETRY_AFTER_SECS,
+        }),
+        VariantState::Retrying {
+            reason, next_at, ..
+        } => Err(ServingError::NotReady {
+            endpoint: endpoint.to_owned(),
+            reason: format!(
+                "model {} version {} is loading again after a transient failure: {reason}",
+                slot.model, slot.version
+            ),
+            retry_after_secs: u32::try_from(
+                next_at.saturating_duration_since(Instant::now()).as_secs(),
+            )
+            .unwrap_or(u32::MAX)
+            .max(RETRY_AFTER_SECS),
+        }),
+        VariantState::Failed { reason, .. } => Err(ServingError::LoadFailed {
+            endpoint: endpoint.to_owned(),
+            version: slot.version,
+            reason: reason.clone(),
+        }),
+    }
+}
+
+/// Writes the service's variant counters every [`stats::STATS_FLUSH_INTERVAL`] until the
+/// service is dropped. A failure is logged once until a flush succeeds again.
+async fn flush_stats_periodically(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(stats::STATS_FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        match inner.stats.flush().await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!(
+                        replica_id = inner.stats.replica_id(),
+                        "variant stats are written again"
+                    );
+                }
+                failing = false;
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::error!(
+                        replica_id = inner.stats.replica_id(),
+                        %error,
+                        "cannot write variant stats; counting goes on and the write is retried every second"
+                    );
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
 /// Creates (or extends) the prediction log and label datasets; returns whether both exist.
 /// A failure is logged and counted, never fatal: inference works without them and the rows
 /// wait in the log writer's retry buffer.
 async fn ensure_log_datasets(
     inner: &Inner,
     endpoint: &Endpoint,
-    variant: &Variant,
+    model: &str,
+    version: i64,
     layout: &LogLayout,
 ) -> bool {
     let predictions = log::ensure_dataset(
@@ -1619,8 +2015,8 @@ async fn ensure_log_datasets(
             tenant = %endpoint.tenant,
             project = %endpoint.project,
             endpoint = %endpoint.name,
-            model = %variant.model,
-            version = variant.version,
+            model,
+            version,
             %error,
             "cannot prepare the endpoint's log datasets; inference goes on and creation is retried"
         );
@@ -1631,21 +2027,16 @@ async fn ensure_log_datasets(
 async fn prepare(
     inner: &Inner,
     endpoint: &Endpoint,
-    variant: &Variant,
+    slot: &ModelSlot,
     scope: &ghaf_tracking::Scope,
     started: Instant,
 ) -> Result<ReadyModel, LoadError> {
     let model = inner
         .loader
-        .load(
-            scope,
-            &variant.model,
-            variant.version,
-            &endpoint.execution_provider,
-        )
+        .load(scope, &slot.model, slot.version, &slot.execution_provider)
         .await?;
     let load_ms = millis(started.elapsed());
-    let binding = match &endpoint.feature_service {
+    let binding = match &slot.feature_service {
         Some(service) => {
             let features = inner
                 .features
@@ -1693,7 +2084,8 @@ async fn prepare(
     let model = Arc::try_unwrap(model)
         .map_err(|_| LoadError::Transient("the warm-up task still holds the model".to_owned()))?;
     let layout = LogLayout::new(&model);
-    let datasets_ready = ensure_log_datasets(inner, endpoint, variant, &layout).await;
+    let datasets_ready =
+        ensure_log_datasets(inner, endpoint, &slot.model, slot.version, &layout).await;
     let batcher = Batcher::with_limits(
         model.predictor.clone(),
         BatchOptions {
@@ -1720,6 +2112,129 @@ async fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bench_runtime(policy: policy::TrafficPolicy, weights: &[(&str, u32)]) -> EndpointRuntime {
+        let variants: Vec<Variant> = weights
+            .iter()
+            .enumerate()
+            .map(|(index, (name, weight))| Variant {
+                name: (*name).to_owned(),
+                model: "m".to_owned(),
+                version: index as i64 + 1,
+                weight: *weight,
+            })
+            .collect();
+        let runtime_variants = variants
+            .iter()
+            .map(|variant| {
+                Arc::new(VariantRuntime {
+                    variant: variant.clone(),
+                    slot: Arc::new(ModelSlot {
+                        model: variant.model.clone(),
+                        version: variant.version,
+                        execution_provider: "cpu".to_owned(),
+                        feature_service: None,
+                        state: RwLock::new(VariantState::Loading),
+                    }),
+                    counters: Arc::new(VariantCounters::default()),
+                })
+            })
+            .collect();
+        EndpointRuntime {
+            routing: Routing::new("bench", &policy, &variants, None),
+            record: Endpoint {
+                tenant: TenantId::from_stored("t"),
+                project: ProjectId::from_stored("p"),
+                project_name: "p".to_owned(),
+                name: "bench".to_owned(),
+                description: String::new(),
+                feature_service: None,
+                execution_provider: "cpu".to_owned(),
+                variants,
+                policy,
+                shadow: None,
+                follow_alias: None,
+                rollout: None,
+                generation: 1,
+                created_at: 0,
+                created_by: String::new(),
+                updated_at: 0,
+                updated_by: String::new(),
+            },
+            variants: runtime_variants,
+            checked_at: Mutex::new(Instant::now()),
+            revalidate_failing: AtomicBool::new(false),
+            shadow_dataset: Mutex::new((false, None)),
+        }
+    }
+
+    /// Prints the cost of `select` per call for each policy kind. Run with
+    /// `cargo test -p ghaf-serving --lib select_cost -- --ignored --nocapture`; the numbers
+    /// depend on the build profile and the machine.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn select_cost_per_call() {
+        use policy::{AbSpec, CanarySpec, StickyKey, TrafficPolicy};
+        let sticky = Some(StickyKey::Header {
+            name: "x-user-id".to_owned(),
+        });
+        let cases = [
+            (
+                "single",
+                bench_runtime(TrafficPolicy::Single, &[("primary", 100)]),
+            ),
+            (
+                "ab sticky header",
+                bench_runtime(
+                    TrafficPolicy::Ab(AbSpec {
+                        sticky: sticky.clone(),
+                        ..AbSpec::default()
+                    }),
+                    &[("primary", 50), ("b", 50)],
+                ),
+            ),
+            (
+                "ab random",
+                bench_runtime(
+                    TrafficPolicy::Ab(AbSpec::default()),
+                    &[("primary", 50), ("b", 50)],
+                ),
+            ),
+            (
+                "canary random",
+                bench_runtime(
+                    TrafficPolicy::Canary(CanarySpec {
+                        steps: vec![5, 25, 50, 100],
+                        interval_secs: 60,
+                        min_requests: 100,
+                        failure_threshold: 1,
+                        checks: Default::default(),
+                        sticky: None,
+                    }),
+                    &[("primary", 75), (policy::CANDIDATE_VARIANT, 25)],
+                ),
+            ),
+        ];
+        let context = InferContext {
+            principal: "bench".to_owned(),
+            headers: vec![
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("x-user-id".to_owned(), "user-1234567".to_owned()),
+            ],
+        };
+        let request = InferRequest::default();
+        let calls = 1_000_000u32;
+        for (name, runtime) in &cases {
+            let started = Instant::now();
+            for _ in 0..calls {
+                let variant =
+                    ServingService::select(runtime, None, Some(&request), &context).unwrap();
+                std::hint::black_box(variant);
+            }
+            let per_call = started.elapsed().as_nanos() as f64 / f64::from(calls);
+            println!("select {name}: {per_call:.1} ns per call over {calls} calls");
+        }
+    }
 
     #[test]
     fn unavailable_runtime_is_not_ready() {

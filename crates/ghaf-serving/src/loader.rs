@@ -109,6 +109,15 @@ pub trait ModelLoader: Send + Sync {
     async fn check_exists(&self, scope: &Scope, model: &str, version: i64)
     -> Result<(), LoadError>;
 
+    /// Returns the version a registered model's alias points at now; `NotFound` when the
+    /// model or the alias does not exist.
+    async fn resolve_alias(
+        &self,
+        scope: &Scope,
+        model: &str,
+        alias: &str,
+    ) -> Result<i64, LoadError>;
+
     /// Verifies and loads the version for `execution_provider` (`cpu` for built-in models).
     async fn load(
         &self,
@@ -234,6 +243,20 @@ impl ModelLoader for RegistryLoader {
             .get_model_version(scope, model, version)
             .await
             .map(|_| ())
+            .map_err(tracking_failure)
+    }
+
+    async fn resolve_alias(
+        &self,
+        scope: &Scope,
+        model: &str,
+        alias: &str,
+    ) -> Result<i64, LoadError> {
+        self.tracking
+            .store()
+            .get_version_by_alias(scope, model, alias)
+            .await
+            .map(|version| version.version)
             .map_err(tracking_failure)
     }
 

@@ -8,6 +8,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::ServeError;
+use crate::policy::{RolloutState, ShadowSpec, TrafficPolicy};
 
 /// One model version an endpoint routes traffic to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,6 +34,20 @@ pub struct Endpoint {
     pub feature_service: Option<String>,
     pub execution_provider: String,
     pub variants: Vec<Variant>,
+    /// Traffic policy that spreads requests over the variants.
+    #[serde(default)]
+    pub policy: TrafficPolicy,
+    /// Variant that receives a share of requests as mirrored copies, compared and logged
+    /// but never returned.
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
+    /// Registered model alias (such as `champion`) whose moves the rollout controller
+    /// follows.
+    #[serde(default)]
+    pub follow_alias: Option<String>,
+    /// State of the current or last automated rollout.
+    #[serde(default)]
+    pub rollout: Option<RolloutState>,
     /// Incremented by every update.
     pub generation: i64,
     pub created_at: UnixMillis,
@@ -48,7 +63,26 @@ pub struct EndpointStore {
 }
 
 const COLUMNS: &str = "tenant_id, project_id, name, project_name, description, feature_service, \
-     execution_provider, variants_json, generation, created_at, created_by, updated_at, updated_by";
+     execution_provider, variants_json, generation, created_at, created_by, updated_at, updated_by, \
+     policy_json, shadow_json, follow_alias, rollout_json";
+
+/// Decodes a stored JSON column, naming the column and endpoint when it is invalid.
+fn decode<T: serde::de::DeserializeOwned>(
+    column: &str,
+    endpoint: &str,
+    text: &str,
+) -> Result<T, ServeError> {
+    serde_json::from_str(text).map_err(|error| {
+        ServeError::Internal(format!(
+            "stored {column} of endpoint {endpoint:?} is not valid: {error}"
+        ))
+    })
+}
+
+fn encode<T: Serialize>(column: &str, value: &T) -> Result<String, ServeError> {
+    serde_json::to_string(value)
+        .map_err(|error| ServeError::Internal(format!("cannot encode {column}: {error}")))
+}
 
 fn from_row(row: &AnyRow) -> Result<Endpoint, ServeError> {
     let variants: String = row.try_get("variants_json")?;
@@ -57,10 +91,22 @@ fn from_row(row: &AnyRow) -> Result<Endpoint, ServeError> {
             "stored endpoint variants are not valid JSON: {error}"
         ))
     })?;
+    let name: String = row.try_get("name")?;
+    let policy: String = row.try_get("policy_json")?;
+    let shadow: Option<String> = row.try_get("shadow_json")?;
+    let rollout: Option<String> = row.try_get("rollout_json")?;
     Ok(Endpoint {
+        policy: decode("policy_json", &name, &policy)?,
+        shadow: shadow
+            .map(|text| decode("shadow_json", &name, &text))
+            .transpose()?,
+        follow_alias: row.try_get("follow_alias")?,
+        rollout: rollout
+            .map(|text| decode("rollout_json", &name, &text))
+            .transpose()?,
         tenant: TenantId::from_stored(row.try_get::<String, _>("tenant_id")?),
         project: ProjectId::from_stored(row.try_get::<String, _>("project_id")?),
-        name: row.try_get("name")?,
+        name,
         project_name: row.try_get("project_name")?,
         description: row.try_get("description")?,
         feature_service: row.try_get("feature_service")?,
@@ -87,7 +133,7 @@ impl EndpointStore {
     /// Stores a new endpoint; `AlreadyExists` when the project has one with that name.
     pub async fn insert(&self, endpoint: &Endpoint) -> Result<(), ServeError> {
         let result = sqlx::query(self.db.sql(&format!(
-            "INSERT INTO endpoints ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO endpoints ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )))
         .bind(endpoint.tenant.as_str())
         .bind(endpoint.project.as_str())
@@ -102,6 +148,10 @@ impl EndpointStore {
         .bind(&endpoint.created_by)
         .bind(endpoint.updated_at)
         .bind(&endpoint.updated_by)
+        .bind(encode("policy", &endpoint.policy)?)
+        .bind(endpoint.shadow.as_ref().map(|s| encode("shadow", s)).transpose()?)
+        .bind(endpoint.follow_alias.as_deref())
+        .bind(endpoint.rollout.as_ref().map(|r| encode("rollout", r)).transpose()?)
         .execute(self.db.pool())
         .await;
         match result.map_err(ghaf_meta::MetaError::from) {
@@ -122,7 +172,8 @@ impl EndpointStore {
     ) -> Result<(), ServeError> {
         let result = sqlx::query(self.db.sql(
             "UPDATE endpoints SET description = ?, feature_service = ?, execution_provider = ?, \
-             variants_json = ?, generation = ?, updated_at = ?, updated_by = ? \
+             variants_json = ?, generation = ?, updated_at = ?, updated_by = ?, policy_json = ?, \
+             shadow_json = ?, follow_alias = ?, rollout_json = ? \
              WHERE tenant_id = ? AND project_id = ? AND name = ? AND generation = ?",
         ))
         .bind(&endpoint.description)
@@ -132,6 +183,22 @@ impl EndpointStore {
         .bind(endpoint.generation)
         .bind(endpoint.updated_at)
         .bind(&endpoint.updated_by)
+        .bind(encode("policy", &endpoint.policy)?)
+        .bind(
+            endpoint
+                .shadow
+                .as_ref()
+                .map(|s| encode("shadow", s))
+                .transpose()?,
+        )
+        .bind(endpoint.follow_alias.as_deref())
+        .bind(
+            endpoint
+                .rollout
+                .as_ref()
+                .map(|r| encode("rollout", r))
+                .transpose()?,
+        )
         .bind(endpoint.tenant.as_str())
         .bind(endpoint.project.as_str())
         .bind(&endpoint.name)
@@ -184,6 +251,18 @@ impl EndpointStore {
     pub async fn list_all(&self) -> Result<Vec<Endpoint>, ServeError> {
         let rows = sqlx::query(self.db.sql(&format!(
             "SELECT {COLUMNS} FROM endpoints ORDER BY tenant_id, project_id, name"
+        )))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Lists every endpoint of every tenant that follows an alias or has a rollout state,
+    /// for the rollout controller.
+    pub async fn list_with_rollouts(&self) -> Result<Vec<Endpoint>, ServeError> {
+        let rows = sqlx::query(self.db.sql(&format!(
+            "SELECT {COLUMNS} FROM endpoints WHERE follow_alias IS NOT NULL OR rollout_json IS NOT NULL \
+             ORDER BY tenant_id, project_id, name"
         )))
         .fetch_all(self.db.pool())
         .await?;

@@ -349,6 +349,17 @@ impl ModelLoader for FailingLoader {
         Ok(())
     }
 
+    async fn resolve_alias(
+        &self,
+        _scope: &ghaf_tracking::Scope,
+        model: &str,
+        alias: &str,
+    ) -> Result<i64, LoadError> {
+        Err(LoadError::NotFound(format!(
+            "model {model} has no alias {alias}"
+        )))
+    }
+
     async fn load(
         &self,
         _scope: &ghaf_tracking::Scope,

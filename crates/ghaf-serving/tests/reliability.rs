@@ -32,6 +32,15 @@ impl ModelLoader for CountingLoader {
         self.inner.check_exists(scope, model, version).await
     }
 
+    async fn resolve_alias(
+        &self,
+        scope: &Scope,
+        model: &str,
+        alias: &str,
+    ) -> Result<i64, LoadError> {
+        self.inner.resolve_alias(scope, model, alias).await
+    }
+
     async fn load(
         &self,
         scope: &Scope,
@@ -180,7 +189,9 @@ async fn reload_after_update_on_another_replica_loads_once() {
     wait_ready(&env, "shared-live").await;
     assert_eq!(loads.load(Ordering::SeqCst), 1);
 
-    // Another replica updates the record: a newer generation in the store.
+    // Another replica deploys another version: a newer generation in the store. (A change
+    // that keeps the model, such as the description, reuses the loaded model instead.)
+    let (next, _) = register(&env, "shared", &trained_model()).await;
     let mut record = env
         .serving
         .store()
@@ -191,6 +202,7 @@ async fn reload_after_update_on_another_replica_loads_once() {
     let expected = record.generation;
     record.generation += 1;
     record.description = "updated elsewhere".into();
+    record.variants[0].version = next;
     env.serving.store().update(&record, expected).await.unwrap();
 
     // Many concurrent reads notice the new generation; only one reload starts.

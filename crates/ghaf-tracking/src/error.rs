@@ -32,6 +32,13 @@ pub enum TrackingError {
 
     #[error(transparent)]
     Meta(#[from] MetaError),
+
+    /// The audit entry of a change could not be appended in the change's transaction, so
+    /// the change was rolled back.
+    #[error(
+        "the audit log of tenant {tenant} cannot record this call, so it was refused: {source}"
+    )]
+    AuditRefused { tenant: String, source: MetaError },
 }
 
 impl TrackingError {
@@ -45,6 +52,7 @@ impl TrackingError {
             TrackingError::Key(_) => ErrorCode::Internal,
             TrackingError::Blob(error) => error.code(),
             TrackingError::Meta(error) => error.code(),
+            TrackingError::AuditRefused { .. } => ErrorCode::Unavailable,
         }
     }
 

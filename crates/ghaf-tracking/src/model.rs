@@ -187,6 +187,15 @@ pub struct Run {
     pub outputs: Vec<ModelOutput>,
 }
 
+/// Metrics, params and tags to log to one run at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    pub run_id: &'a str,
+    pub metrics: &'a [Metric],
+    pub params: &'a [Param],
+    pub tags: &'a [Tag],
+}
+
 /// Fields of a run to create.
 #[derive(Clone, Debug, Default)]
 pub struct NewRun {

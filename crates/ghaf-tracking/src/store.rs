@@ -86,6 +86,17 @@ pub trait TrackingStore: Send + Sync + 'static {
         params: &[Param],
         tags: &[Tag],
     ) -> Result<(), TrackingError>;
+    /// Logs a batch as [`TrackingStore::log_batch`] does and appends `entry` to the audit
+    /// log in the same transaction, so both commit or neither does. `audit` must write to
+    /// this store's database. Fails with [`TrackingError::AuditRefused`], having written
+    /// nothing, when the tenant's audit chain cannot be extended.
+    async fn log_batch_audited(
+        &self,
+        scope: &Scope,
+        batch: &Batch<'_>,
+        audit: &dyn ghaf_meta::TransactionalAudit,
+        entry: &ghaf_core::audit::NewAuditEntry,
+    ) -> Result<ghaf_core::audit::AuditEntry, TrackingError>;
     async fn delete_run_tag(
         &self,
         scope: &Scope,

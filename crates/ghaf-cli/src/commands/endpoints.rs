@@ -1,5 +1,6 @@
 //! `ghaf endpoints` deploys registered model versions as endpoints, shows their load status,
-//! posts ground-truth labels from a file and prints the prediction log.
+//! sets their traffic policy, prints their variant stats, posts ground-truth labels from a
+//! file and prints the prediction log.
 
 use std::path::PathBuf;
 
@@ -90,6 +91,224 @@ pub enum EndpointsCommand {
         #[arg(long, default_value = "default")]
         project: String,
     },
+    /// Set the traffic policy, variants, shadow or followed alias of an endpoint
+    ///
+    /// `--file policy.json` sends the file as the request body, and flags override its
+    /// fields. `--variant b=scorer:3 --ab primary=70,b=30 --sticky-header x-user-id` adds
+    /// version 3 of model scorer as variant b and splits traffic 70/30, keeping each user on
+    /// one variant. `--variant shadow=scorer:4 --shadow shadow=10` mirrors 10% of requests.
+    Policy {
+        name: String,
+        /// JSON body with any of policy, variants, shadow and follow_alias
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Route every request to the first variant
+        #[arg(long, conflicts_with = "ab")]
+        single: bool,
+        /// A/B split as NAME=WEIGHT pairs, such as primary=70,b=30; variants left out get
+        /// weight 0
+        #[arg(long)]
+        ab: Option<String>,
+        /// Keep callers with the same value of this request header on one variant
+        #[arg(long, requires = "ab", conflicts_with = "sticky_input")]
+        sticky_header: Option<String>,
+        /// Keep requests with the same first element of this input tensor on one variant
+        #[arg(long, requires = "ab")]
+        sticky_input: Option<String>,
+        /// Add or replace a variant as NAME=MODEL:VERSION (weight 0 unless --ab sets one);
+        /// repeat for several
+        #[arg(long = "variant")]
+        variants: Vec<String>,
+        /// Mirror a share of requests to a variant, as NAME=PERCENT, such as shadow=10
+        #[arg(long, conflicts_with = "no_shadow")]
+        shadow: Option<String>,
+        /// Remove the shadow
+        #[arg(long)]
+        no_shadow: bool,
+        /// Follow a registered model alias, such as champion
+        #[arg(long, conflicts_with = "no_follow_alias")]
+        follow_alias: Option<String>,
+        /// Stop following an alias
+        #[arg(long)]
+        no_follow_alias: bool,
+        #[arg(long, default_value = "default")]
+        project: String,
+    },
+    /// Print each variant's requests, errors, latency and shadow comparisons, summed over
+    /// every replica
+    Stats {
+        name: String,
+        #[arg(long, default_value = "default")]
+        project: String,
+    },
+    #[command(flatten)]
+    Rollouts(super::rollouts::RolloutsCommand),
+}
+
+/// Parses `NAME=VALUE` pairs separated by commas.
+fn pairs(text: &str, flag: &str) -> anyhow::Result<Vec<(String, String)>> {
+    text.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let (name, value) = part.split_once('=').with_context(|| {
+                format!("{flag} {part:?} is not NAME=VALUE, such as primary=70")
+            })?;
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Parses `NAME=MODEL:VERSION` into a variant with weight 0.
+fn parse_variant(text: &str) -> anyhow::Result<Value> {
+    let (name, target) = text.split_once('=').with_context(|| {
+        format!("--variant {text:?} is not NAME=MODEL:VERSION, such as b=scorer:3")
+    })?;
+    let (model, version) = target.rsplit_once(':').with_context(|| {
+        format!("--variant {text:?} names no version; write NAME=MODEL:VERSION")
+    })?;
+    let version: i64 = version
+        .trim()
+        .parse()
+        .with_context(|| format!("--variant {text:?}: version {version:?} is not a number"))?;
+    Ok(json!({"name": name.trim(), "model": model.trim(), "version": version, "weight": 0}))
+}
+
+/// Builds the body of a policy update from `--file` and the flags. `current` returns the
+/// endpoint's stored variants, read only when a flag changes variants.
+#[allow(clippy::too_many_arguments)]
+async fn policy_body<F, Fut>(
+    file: &Option<PathBuf>,
+    single: bool,
+    ab: &Option<String>,
+    sticky_header: &Option<String>,
+    sticky_input: &Option<String>,
+    variants: &[String],
+    shadow: &Option<String>,
+    no_shadow: bool,
+    follow_alias: &Option<String>,
+    no_follow_alias: bool,
+    current: F,
+) -> anyhow::Result<Value>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<Value>>>,
+{
+    let mut body = match file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the policy file {}", file.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JSON object", file.display()))?
+        }
+        None => json!({}),
+    };
+    anyhow::ensure!(
+        body.is_object(),
+        "the policy file must hold a JSON object with policy, variants, shadow or follow_alias"
+    );
+    if single {
+        body["policy"] = json!({"kind": "single"});
+    }
+    if !variants.is_empty() || ab.is_some() {
+        let mut list = match body["variants"].as_array() {
+            Some(list) => list.clone(),
+            None => current().await?,
+        };
+        for text in variants {
+            let variant = parse_variant(text)?;
+            match list.iter_mut().find(|v| v["name"] == variant["name"]) {
+                Some(existing) => *existing = variant,
+                None => list.push(variant),
+            }
+        }
+        if let Some(ab) = ab {
+            let weights = pairs(ab, "--ab")?;
+            for variant in list.iter_mut() {
+                variant["weight"] = json!(0);
+            }
+            for (name, weight) in weights {
+                let weight: u32 = weight.parse().with_context(|| {
+                    format!("--ab weight {weight:?} of {name} is not a whole number")
+                })?;
+                let variant = list.iter_mut().find(|v| v["name"] == name).with_context(|| {
+                    format!("--ab names variant {name:?}, which the endpoint does not have; add it with --variant {name}=MODEL:VERSION")
+                })?;
+                variant["weight"] = json!(weight);
+            }
+            let mut policy = json!({"kind": "ab"});
+            if let Some(header) = sticky_header {
+                policy["sticky"] = json!({"from": "header", "name": header});
+            }
+            if let Some(input) = sticky_input {
+                policy["sticky"] = json!({"from": "input", "name": input});
+            }
+            body["policy"] = policy;
+        }
+        body["variants"] = Value::Array(list);
+    }
+    if let Some(shadow) = shadow {
+        let parsed = pairs(shadow, "--shadow")?;
+        let [(variant, percent)] = parsed.as_slice() else {
+            anyhow::bail!("--shadow {shadow:?} is not NAME=PERCENT, such as shadow=10");
+        };
+        let percent: f64 = percent
+            .parse()
+            .with_context(|| format!("--shadow percent {percent:?} is not a number"))?;
+        body["shadow"] = json!({"variant": variant, "percent": percent});
+    }
+    if no_shadow {
+        body["shadow"] = Value::Null;
+    }
+    if let Some(alias) = follow_alias {
+        body["follow_alias"] = json!(alias);
+    }
+    if no_follow_alias {
+        body["follow_alias"] = Value::Null;
+    }
+    anyhow::ensure!(
+        body.as_object().is_some_and(|fields| !fields.is_empty()),
+        "nothing to change; pass --file or a flag such as --ab primary=70,b=30"
+    );
+    Ok(body)
+}
+
+fn millis(value: &Value) -> String {
+    match value.as_f64() {
+        Some(ms) => format!("{ms}"),
+        None => "-".to_owned(),
+    }
+}
+
+fn print_stats(stats: &Value) {
+    let mut table = output::table(&[
+        "variant",
+        "model",
+        "requests",
+        "errors",
+        "error rate",
+        "p50 ms",
+        "p99 ms",
+        "shadow compared",
+        "disagreed",
+    ]);
+    for variant in stats["variants"].as_array().into_iter().flatten() {
+        let rate = variant["error_rate"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |rate| format!("{:.4}", rate));
+        table.add_row(vec![
+            text(variant, "variant"),
+            format!("{}@{}", text(variant, "model"), text(variant, "version")),
+            text(variant, "requests"),
+            text(variant, "errors"),
+            rate,
+            millis(&variant["p50_ms"]),
+            millis(&variant["p99_ms"]),
+            text(variant, "shadow_compared"),
+            text(variant, "shadow_disagreed"),
+        ]);
+    }
+    println!("{table}");
+    println!("p50 and p99 are the upper bounds of the latency buckets holding them");
 }
 
 fn text(value: &Value, key: &str) -> String {
@@ -348,6 +567,139 @@ pub async fn run(context: &Context, command: &EndpointsCommand) -> anyhow::Resul
                 }
             });
         }
+        EndpointsCommand::Policy {
+            name,
+            file,
+            single,
+            ab,
+            sticky_header,
+            sticky_input,
+            variants,
+            shadow,
+            no_shadow,
+            follow_alias,
+            no_follow_alias,
+            project,
+        } => {
+            let current = || async {
+                let endpoint = client.get_endpoint(project, name).await?;
+                Ok(endpoint.value["variants"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default())
+            };
+            let body = policy_body(
+                file,
+                *single,
+                ab,
+                sticky_header,
+                sticky_input,
+                variants,
+                shadow,
+                *no_shadow,
+                follow_alias,
+                *no_follow_alias,
+                current,
+            )
+            .await?;
+            let response = client.set_endpoint_policy(project, name, &body).await?;
+            output::emit(context.output, &response, |endpoint| {
+                println!("policy:           {}", endpoint["policy"]);
+                if !endpoint["shadow"].is_null() {
+                    println!("shadow:           {}", endpoint["shadow"]);
+                }
+                print_endpoint(endpoint);
+            });
+        }
+        EndpointsCommand::Stats { name, project } => {
+            let response = client.endpoint_stats(project, name).await?;
+            output::emit(context.output, &response, print_stats);
+        }
+        EndpointsCommand::Rollouts(command) => {
+            super::rollouts::run(context, &client, command).await?
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn stored() -> anyhow::Result<Vec<Value>> {
+        Ok(vec![
+            json!({"name": "primary", "model": "scorer", "version": 1, "weight": 100}),
+        ])
+    }
+
+    #[tokio::test]
+    async fn ab_flags_build_body() {
+        let body = policy_body(
+            &None,
+            false,
+            &Some("primary=70,b=30".into()),
+            &Some("x-user-id".into()),
+            &None,
+            &["b=scorer:3".into()],
+            &None,
+            false,
+            &None,
+            false,
+            stored,
+        )
+        .await
+        .unwrap();
+        assert_eq!(body["policy"]["kind"], "ab");
+        assert_eq!(body["policy"]["sticky"]["name"], "x-user-id");
+        assert_eq!(body["variants"][0]["weight"], 70);
+        assert_eq!(body["variants"][1]["version"], 3);
+        assert_eq!(body["variants"][1]["weight"], 30);
+    }
+
+    #[tokio::test]
+    async fn ab_with_unknown_variant_fails() {
+        let error = policy_body(
+            &None,
+            false,
+            &Some("primary=50,c=50".into()),
+            &None,
+            &None,
+            &[],
+            &None,
+            false,
+            &None,
+            false,
+            stored,
+        )
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("\"c\""), "{error}");
+    }
+
+    #[tokio::test]
+    async fn no_shadow_sends_null() {
+        let body = policy_body(
+            &None,
+            false,
+            &None,
+            &None,
+            &None,
+            &[],
+            &None,
+            true,
+            &None,
+            false,
+            stored,
+        )
+        .await
+        .unwrap();
+        assert!(body["shadow"].is_null());
+        assert!(body.as_object().unwrap().contains_key("shadow"));
+    }
+
+    #[test]
+    fn variant_needs_version() {
+        assert!(parse_variant("b=scorer").is_err());
+        assert_eq!(parse_variant("b=scorer:2").unwrap()["version"], 2);
+    }
 }

@@ -10,6 +10,7 @@ pub mod principals;
 pub mod projects;
 pub mod quickstart;
 pub mod roles;
+pub mod rollouts;
 pub mod server;
 pub mod session;
 pub mod tenants;

@@ -1,16 +1,24 @@
-//! `ghaf quickstart`: runs the foundation and the parts of the ML loop that exist today
-//! against an in-process server, on the shipped nycflights13 data.
+//! `ghaf quickstart`: runs the ML loop against an in-process server on the shipped
+//! nycflights13 data, from raw files to a monitored endpoint that retrains itself.
 //!
 //! The server runs on an embedded store (SQLite and local blobs) in a temporary or given
-//! directory and listens on a free port of 127.0.0.1. The command then acts as a client of
-//! it: it ingests the five tables through the API, trains gradient-boosted trees on the
-//! flights version it downloads, computes drift per month, logs the run and registers the
-//! model. It stops the server before returning, also when a step fails or on Ctrl-C.
+//! directory and listens on a free port of 127.0.0.1, with its job worker and rollout
+//! controller in the same process. The command acts as a client of it: it ingests the five tables, applies
+//! feature definitions, trains through a job with a quality gate, deploys an endpoint bound
+//! to the feature service, replays July to December as live traffic with labels, and lets a
+//! drift alert retrain the model and a canary roll it out. It stops the server before
+//! returning, also when a step fails or on Ctrl-C.
 
-mod drift;
+mod features;
+mod flights;
+mod http;
 mod ingest;
-mod model;
-mod tracking;
+mod monitoring;
+mod pipeline;
+mod replay;
+mod serving;
+mod summary;
+mod training;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +28,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use ghaf_client::{
     Client, ClientError, CreatePrincipalRequest, CreateProjectRequest, CreateTokenRequest,
-    GrantMemberRequest, PrincipalKind, RunSearch,
+    GrantMemberRequest, PrincipalKind,
 };
 use ghaf_core::ProjectRole;
 use ghaf_server::{LogFormat, ServerConfig};
@@ -58,6 +66,10 @@ pub struct QuickstartArgs {
     /// Ingest about ROWS rows of each table (every k-th line of the file) in place of every row, for a faster run
     #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(100..))]
     pub sample: Option<u64>,
+
+    /// Write a JSON summary of every stage's outcome to PATH (tables, model versions, AUC per month, drift, alerts, retraining, canary decisions, lineage, stage times)
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
 }
 
 /// Wall-clock time of each stage, in the order the stages ran.
@@ -73,7 +85,8 @@ impl StageTimes {
 pub async fn run(args: &QuickstartArgs) -> anyhow::Result<()> {
     println!(
         "Ghaf quickstart: the foundation (tenants, projects, principals, tokens, audit log), then \
-         ingestion, training, drift and the model registry on nycflights13.\n"
+         ingestion, the feature store, a training job, serving, monitoring, retraining and a canary \
+         rollout on nycflights13.\n"
     );
     // Request logs at the info level would hide the step summary. RUST_LOG still overrides
     // the warn level.
@@ -126,11 +139,17 @@ pub async fn run(args: &QuickstartArgs) -> anyhow::Result<()> {
         .await
         .context("cannot listen on a free port of 127.0.0.1")?;
     let address = listener.local_addr()?;
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         data_dir: data_dir.clone(),
         listen: address,
         ..ServerConfig::default()
     };
+    // The worker picks up the training jobs sooner than with the default poll of a second.
+    config.jobs.poll_ms = 100;
+    // The replay evaluates the monitor through the API after each simulated week. The
+    // evaluator's clock would run it at wall-clock times instead, before the recent training
+    // set that its alert's retraining job reads exists.
+    config.monitoring.evaluator = false;
 
     let foundation_started = Instant::now();
     let state = ghaf_server::open_state(&config)
@@ -189,7 +208,7 @@ pub async fn run(args: &QuickstartArgs) -> anyhow::Result<()> {
         foundation_started,
         &mut times,
     );
-    let result = tokio::select! {
+    let result: anyhow::Result<serde_json::Value> = tokio::select! {
         result = steps => result,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("\nInterrupted by Ctrl-C: stopping the server.");
@@ -204,34 +223,56 @@ pub async fn run(args: &QuickstartArgs) -> anyhow::Result<()> {
         }
     };
     let stopped = server.stop().await;
-    result?;
+    let mut summary = result?;
     stopped?;
-    step(14, "stopped the server");
+    step(16, "stopped the server");
     println!("\nAll steps passed.");
 
     println!("\nTime per stage (wall clock):");
     for (stage, time) in &times.0 {
-        println!("  {stage:<34} {:>6.1} s", time.as_secs_f64());
+        println!("  {stage:<36} {:>6.1} s", time.as_secs_f64());
     }
-    println!(
-        "  {:<34} {:>6.1} s",
-        "total",
-        started.elapsed().as_secs_f64()
-    );
+    let total = started.elapsed().as_secs_f64();
+    println!("  {:<36} {total:>6.1} s", "total");
+
+    if let Some(path) = &args.summary_json {
+        summary["stages"] = serde_json::Value::Array(
+            times
+                .0
+                .iter()
+                .map(|(stage, time)| serde_json::json!({"stage": stage, "seconds": time.as_secs_f64()}))
+                .collect(),
+        );
+        summary["total_seconds"] = serde_json::json!(total);
+        summary["data_dir"] = serde_json::json!(data_dir.display().to_string());
+        let text = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the summary to {}", path.display()))?;
+        println!("\nSummary written to {}.", path.display());
+    }
 
     if keeps_store {
         println!(
             "\nThe store stays in {dir}. Admin token (shown once; Ghaf stores only its hash):\n\n  {admin_secret}\n\n\
              Start the server on it again with:\n  ghaf server --data-dir {dir}\n\
-             and look at the data with:\n  ghaf datasets versions flights --project {PROJECT}",
+             log in with:\n  ghaf login --url http://127.0.0.1:8080 --token <the token above>\n\
+             and look around with:\n  \
+             ghaf datasets versions flights --project {PROJECT}\n  \
+             ghaf features list --project {PROJECT}\n  \
+             ghaf jobs list --project {PROJECT}\n  \
+             ghaf endpoints get {endpoint} --project {PROJECT}\n  \
+             ghaf monitor report {monitor} --project {PROJECT}\n  \
+             ghaf monitor alerts {monitor} --project {PROJECT}",
             dir = data_dir.display(),
+            endpoint = serving::ENDPOINT,
+            monitor = monitoring::MONITOR,
+        );
+    } else {
+        println!(
+            "\nThe store was temporary and is removed now; pass --data-dir DIR to keep it and look \
+             around with the ghaf commands afterwards."
         );
     }
-    println!(
-        "\nNot built yet: the feature store (point-in-time joins of weather and planes), model \
-         serving, canary deployments, drift alerts and the retraining loop. This quickstart \
-         trains and evaluates the model in the CLI process and computes drift offline."
-    );
     Ok(())
 }
 
@@ -277,7 +318,7 @@ async fn run_client_steps(
     data_dir: &Path,
     foundation_started: Instant,
     times: &mut StageTimes,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<serde_json::Value> {
     let admin = Client::new(url, Some(admin_token.to_owned()))?;
 
     let identity = admin
@@ -398,18 +439,19 @@ async fn run_client_steps(
 
     times.record("foundation (steps 1-8)", foundation_started);
 
-    run_data_steps(&admin, admin_token, source_dir, sample, data_dir, times).await?;
+    let outcome =
+        pipeline::run_data_steps(&admin, admin_token, source_dir, sample, data_dir, times).await?;
 
     let audit_started = Instant::now();
     let verified = admin
         .verify_audit()
         .await
-        .context("step 13, verify the audit chain, failed")?
+        .context("step 15, verify the audit chain, failed")?
         .value;
     if !verified.valid || verified.chains.iter().any(|chain| !chain.valid) {
         let broken = verified.chains.iter().find(|chain| !chain.valid);
         bail!(
-            "step 13 failed: the audit chain {:?} is broken at entry {}: {}",
+            "step 15 failed: the audit chain {:?} is broken at entry {}: {}",
             broken.map_or("?", |chain| chain.tenant.as_str()),
             broken
                 .and_then(|chain| chain.first_bad_seq)
@@ -424,276 +466,15 @@ async fn run_client_steps(
         .iter()
         .map(|chain| chain.entries_checked)
         .sum();
-    times.record("audit verification (step 13)", audit_started);
+    times.record("audit verification (step 15)", audit_started);
     step(
-        13,
+        15,
         &format!(
             "verified the audit hash chains (the tenant's and the one for unauthenticated calls): {entries_checked} entries in {} chain(s), all intact",
             verified.chains.len()
         ),
     );
-    Ok(())
-}
-
-/// Runs the ingestion, training, drift and tracking steps (9 to 12) as the admin.
-async fn run_data_steps(
-    admin: &Client,
-    admin_token: &str,
-    source_dir: &Path,
-    sample: Option<u64>,
-    data_dir: &Path,
-    times: &mut StageTimes,
-) -> anyhow::Result<()> {
-    let ingest_started = Instant::now();
-    // Sampled files are written next to the store and removed with this directory.
-    let scratch = tempfile::Builder::new()
-        .prefix("quickstart-samples-")
-        .tempdir_in(data_dir)
-        .context("cannot create a directory for sampled files")?;
-    let tables = ingest::ingest_tables(admin, PROJECT, source_dir, sample, scratch.path())
-        .await
-        .context("step 9, ingest the nycflights13 tables, failed")?;
-    drop(scratch);
-    step(
-        9,
-        "ingested the five nycflights13 tables through the API (null tokens NA and the empty field):",
-    );
-    ingest::print_tables(&tables);
-    times.record("ingestion (step 9)", ingest_started);
-
-    let train_started = Instant::now();
-    let flights_version = tables
-        .iter()
-        .find(|table| table.name == "flights")
-        .map(|table| table.version)
-        .context("step 10 failed: no flights version was ingested")?;
-    let parquet = admin
-        .download_dataset_version(PROJECT, "flights", flights_version)
-        .await
-        .with_context(|| {
-            format!("step 10, download version {flights_version} of flights, failed")
-        })?;
-    let parquet_bytes = parquet.len();
-    // Decoding and training are CPU-bound, so they run off the async worker threads.
-    let (flights, trained) = tokio::task::spawn_blocking(move || {
-        let flights = model::read_flights(parquet)?;
-        let trained = model::train_and_evaluate(&flights)?;
-        anyhow::Ok((flights, trained))
-    })
-    .await
-    .context("step 10, training, panicked")?
-    .context("step 10, train the model, failed")?;
-    step(
-        10,
-        &format!(
-            "downloaded flights v{flights_version} as Parquet ({:.1} MB) and trained gradient-boosted trees \
-             for arr_delay > 15 on January-June:",
-            parquet_bytes as f64 / 1e6
-        ),
-    );
-    print_training(&flights, &trained);
-    times.record("training and evaluation (step 10)", train_started);
-
-    let drift_started = Instant::now();
-    let scores = trained.scores.clone();
-    let months = tokio::task::spawn_blocking(move || drift::monthly_drift(&flights, &scores))
-        .await
-        .context("step 11, drift, panicked")?
-        .context("step 11, compute drift, failed")?;
-    step(
-        11,
-        "drift of the numeric features and the score, January-June against each later month \
-         (default mode: KS or chi-square with Benjamini-Hochberg and an effect-size floor; \
-         evidently: Evidently 0.7.23's DataDriftPreset):",
-    );
-    drift::print_drift(&months);
-    times.record("drift (step 11)", drift_started);
-
-    let tracking_started = Instant::now();
-    let record = run_record(flights_version, sample, &trained);
-    let (run_id, version, reused) = match find_logged_run(admin, &record).await? {
-        Some((run_id, version)) => (run_id, version, true),
-        None => {
-            let url = admin.base_url().as_str().to_owned();
-            let logged = tracking::log_run(&url, admin_token, PROJECT, &record)
-                .await
-                .context("step 12, log the run and register the model, failed")?;
-            let version: i64 = logged.model_version.parse().with_context(|| {
-                format!(
-                    "step 12 failed: model version {:?} is not a number",
-                    logged.model_version
-                )
-            })?;
-            (logged.run_id, version, false)
-        }
-    };
-    let verified = admin
-        .verify_model_version(PROJECT, REGISTERED_MODEL, version)
-        .await
-        .with_context(|| {
-            format!("step 12, verify version {version} of {REGISTERED_MODEL}, failed")
-        })?
-        .value;
-    let logged = if reused {
-        format!(
-            "reused run {run_id} in experiment {EXPERIMENT}, logged by an earlier quickstart from the \
-             same dataset version (training is deterministic, so it has the same model)"
-        )
-    } else {
-        format!(
-            "logged run {run_id} in experiment {EXPERIMENT} with {} params, {} metrics and the model file",
-            record.params.len(),
-            record.metrics.len(),
-        )
-    };
-    step(
-        12,
-        &format!(
-            "{logged}; {REGISTERED_MODEL} version {version} is registered from it, and its signed manifest \
-             verified ({} file(s), key {})",
-            verified["files"],
-            verified["signing_key_id"].as_str().unwrap_or("?")
-        ),
-    );
-    times.record("tracking and registry (step 12)", tracking_started);
-    Ok(())
-}
-
-/// Finds a finished run of an earlier quickstart with the same dataset version and sample,
-/// and the version of the registered model made from it.
-async fn find_logged_run(
-    admin: &Client,
-    record: &tracking::RunRecord<'_>,
-) -> anyhow::Result<Option<(String, i64)>> {
-    let param = |key: &str| {
-        record
-            .params
-            .iter()
-            .find(|(name, _)| *name == key)
-            .map(|(_, value)| value.replace('\'', ""))
-            .unwrap_or_default()
-    };
-    let search = RunSearch {
-        filter: Some(format!(
-            "params.dataset = '{}' and params.sample_rows = '{}' and attributes.status = 'FINISHED'",
-            param("dataset"),
-            param("sample_rows")
-        )),
-        max_results: Some(100),
-        ..RunSearch::default()
-    };
-    let runs = admin
-        .search_runs(PROJECT, &search)
-        .await
-        .context("step 12, search the runs of earlier quickstarts, failed")?
-        .value;
-    let run_ids: Vec<&str> = runs["runs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|run| run["run_id"].as_str())
-        .collect();
-    if run_ids.is_empty() {
-        return Ok(None);
-    }
-    let versions = match admin.list_model_versions(PROJECT, REGISTERED_MODEL).await {
-        Ok(response) => response.value,
-        Err(ClientError::Api { status: 404, .. }) => return Ok(None),
-        Err(error) => {
-            return Err(error).context("step 12, list the registered model's versions, failed");
-        }
-    };
-    let found = versions["versions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|version| {
-            let run_id = version["run_id"].as_str()?;
-            run_ids
-                .contains(&run_id)
-                .then(|| Some((run_id.to_owned(), version["version"].as_i64()?)))
-                .flatten()
-        });
-    Ok(found)
-}
-
-/// Experiment and registered model the quickstart logs to.
-const EXPERIMENT: &str = "quickstart-flights";
-const REGISTERED_MODEL: &str = "flights-arr-delay";
-
-fn run_record<'a>(
-    flights_version: i64,
-    sample: Option<u64>,
-    trained: &'a model::Trained,
-) -> tracking::RunRecord<'a> {
-    let params = vec![
-        ("trainer", "ghaf-train gbdt".to_owned()),
-        ("label", "arr_delay > 15".to_owned()),
-        ("dataset", format!("{PROJECT}/flights v{flights_version}")),
-        (
-            "sample_rows",
-            sample.map_or_else(|| "all".to_owned(), |rows| rows.to_string()),
-        ),
-        ("training_months", "1-6".to_owned()),
-        ("trees", trained.n_trees.to_string()),
-        ("train_rows", trained.train_rows.to_string()),
-        ("validation_rows", trained.validation_rows.to_string()),
-    ];
-    let mut metrics = vec![("validation_auc".to_owned(), trained.validation_auc)];
-    for month in &trained.months {
-        metrics.push((
-            format!("auc_{}", model::month_name(month.month).to_lowercase()),
-            month.auc,
-        ));
-    }
-    tracking::RunRecord {
-        experiment: EXPERIMENT,
-        run_name: "gbdt-jan-jun",
-        params,
-        metrics,
-        model_bytes: &trained.model_bytes,
-        registered_model: REGISTERED_MODEL,
-    }
-}
-
-fn print_training(flights: &model::Flights, trained: &model::Trained) {
-    let labelled = flights.dataset.n_rows();
-    println!(
-        "       {} labelled flights of {} read ({} without arr_delay left out); features: {} \
-         and carrier, origin, dest as categories",
-        thousands(labelled as u64),
-        thousands(flights.rows_read as u64),
-        thousands((flights.rows_read - labelled) as u64),
-        model::NUMERIC_FEATURES.join(", ")
-    );
-    println!(
-        "       {} trees; {} training rows, {} validation rows; validation AUC {:.4}",
-        trained.n_trees,
-        thousands(trained.train_rows as u64),
-        thousands(trained.validation_rows as u64),
-        trained.validation_auc
-    );
-    let top: Vec<&str> = trained
-        .importance
-        .iter()
-        .take(5)
-        .map(|(name, _)| name.as_str())
-        .collect();
-    println!("       features by split gain: {}", top.join(", "));
-    println!("       month   flights   delayed   AUC");
-    for month in &trained.months {
-        println!(
-            "       {:<5} {:>9} {:>8.1}%   {:.4}",
-            model::month_name(month.month),
-            thousands(month.rows as u64),
-            month.positive_rate * 100.0,
-            month.auc
-        );
-    }
-    println!(
-        "       model file: {} bytes (ghaf-model format v1)",
-        thousands(trained.model_bytes.len() as u64)
-    );
+    Ok(outcome.summary)
 }
 
 fn step(number: u32, text: &str) {

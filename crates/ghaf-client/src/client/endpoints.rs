@@ -1,6 +1,6 @@
-//! Endpoint routes: create, update, list, get and delete endpoints, post labels and read the
-//! prediction log. Bodies are returned as JSON values; the server's OpenAPI document
-//! describes their shape.
+//! Endpoint routes: create, update, list, get and delete endpoints, set their traffic
+//! policy, read their variant stats, post labels and read the prediction log. Bodies are
+//! returned as JSON values; the server's OpenAPI document describes their shape.
 
 use reqwest::Method;
 use serde_json::Value;
@@ -75,6 +75,45 @@ impl Client {
             ],
             &serde_json::json!({ "labels": labels }),
         )
+        .await
+    }
+
+    /// Sets an endpoint's traffic settings; `body` has any of `policy`, `variants`,
+    /// `shadow` (`null` removes it) and `follow_alias` (`null` stops following).
+    pub async fn set_endpoint_policy(
+        &self,
+        project: &str,
+        endpoint: &str,
+        body: &Value,
+    ) -> Result<ApiResponse<Value>, ClientError> {
+        let url = self.url(&[
+            "api",
+            "v1",
+            "projects",
+            project,
+            "endpoints",
+            endpoint,
+            "policy",
+        ])?;
+        self.execute(self.http.request(Method::PUT, url.clone()).json(body), &url)
+            .await
+    }
+
+    /// Reads each variant's live stats, summed over every replica.
+    pub async fn endpoint_stats(
+        &self,
+        project: &str,
+        endpoint: &str,
+    ) -> Result<ApiResponse<Value>, ClientError> {
+        self.get(&[
+            "api",
+            "v1",
+            "projects",
+            project,
+            "endpoints",
+            endpoint,
+            "stats",
+        ])
         .await
     }
 

@@ -1,6 +1,7 @@
-//! Endpoints of a project: deploy a registered model version, read its load status, post
-//! labels of logged predictions and read the prediction log. Inference itself is served by
-//! the Open Inference Protocol routes.
+//! Endpoints of a project: deploy a registered model version, set the traffic policy over
+//! its variants (A/B, canary weights, sticky keys, shadow), read its load status and live
+//! variant stats, post labels of logged predictions and read the prediction log. Inference
+//! itself is served by the Open Inference Protocol routes.
 
 use std::sync::Arc;
 
@@ -11,10 +12,12 @@ use axum::http::{Method, StatusCode};
 use ghaf_auth::{Action, Caller};
 use ghaf_core::ErrorCode;
 use ghaf_meta::Project;
+use ghaf_serving::policy::{RolloutState, ShadowSpec, TrafficPolicy};
 use ghaf_serving::{
-    DeploySpec, EndpointInfo, EndpointScope, LabelInput, LabelOutcome, ServeError, ServingService,
+    DeploySpec, EndpointInfo, EndpointScope, LabelInput, LabelOutcome, PolicyUpdate, ServeError,
+    ServingService, Variant, VariantStatsView,
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::{Access, ApiRouter, RouteInfo};
@@ -81,6 +84,27 @@ pub fn register(api: &mut ApiRouter) {
     );
     api.add(
         RouteInfo::new(
+            Method::PUT,
+            "/api/v1/projects/{project}/endpoints/{endpoint}/policy",
+            A(Action::EndpointsDeploy),
+            "Set the traffic policy (single, A/B or canary), variants, shadow and followed alias of an endpoint; unchanged models stay loaded",
+        )
+        .request("PolicyRequest")
+        .response("EndpointView"),
+        set_policy,
+    );
+    api.add(
+        RouteInfo::new(
+            Method::GET,
+            "/api/v1/projects/{project}/endpoints/{endpoint}/stats",
+            A(Action::EndpointsGet),
+            "Read each variant's requests, server errors, latency histogram and shadow comparisons, summed over every replica",
+        )
+        .response("EndpointStatsView"),
+        stats,
+    );
+    api.add(
+        RouteInfo::new(
             Method::POST,
             "/api/v1/projects/{project}/endpoints/{endpoint}/labels",
             A(Action::EndpointsLabel),
@@ -111,8 +135,14 @@ pub struct CreateEndpointRequest {
     pub name: String,
     /// Registered model name.
     pub model: String,
-    /// Registered model version.
-    pub version: i64,
+    /// Registered model version; may be omitted with `follow_alias`, which then deploys
+    /// the version the alias points at.
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// Registered model alias (such as `champion`) the endpoint follows: the rollout
+    /// controller moves it to each version the alias is set to.
+    #[serde(default)]
+    pub follow_alias: Option<String>,
     /// Feature service whose online features are joined to each request.
     #[serde(default)]
     pub feature_service: Option<String>,
@@ -148,7 +178,23 @@ pub struct EndpointView {
     /// Routing: variants with model, version and weight.
     #[schema(value_type = Vec<Object>)]
     pub variants: Vec<ghaf_serving::Variant>,
-    /// Per variant: state (loading, ready, failed), reason, load_ms, warmup_ms.
+    /// Traffic policy: `{"kind": "single"}`, `{"kind": "ab", ...}` or
+    /// `{"kind": "canary", ...}`.
+    #[schema(value_type = Object)]
+    pub policy: TrafficPolicy,
+    /// Variant that receives mirrored requests, and the share mirrored in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub shadow: Option<ShadowSpec>,
+    /// Registered model alias the endpoint follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow_alias: Option<String>,
+    /// State of the current or last automated rollout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub rollout: Option<RolloutState>,
+    /// Per variant: state (loading, ready, failed), whether it is the shadow, reason,
+    /// load_ms, warmup_ms.
     #[schema(value_type = Vec<Object>)]
     pub status: Vec<ghaf_serving::VariantStatus>,
     /// Inputs a request carries, once the model is loaded.
@@ -176,6 +222,10 @@ impl From<EndpointInfo> for EndpointView {
             feature_service: endpoint.feature_service,
             execution_provider: endpoint.execution_provider,
             variants: endpoint.variants,
+            policy: endpoint.policy,
+            shadow: endpoint.shadow,
+            follow_alias: endpoint.follow_alias,
+            rollout: endpoint.rollout,
             status: info.status,
             inputs: info.inputs,
             outputs: info.outputs,
@@ -193,6 +243,52 @@ impl From<EndpointInfo> for EndpointView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointList {
     pub endpoints: Vec<EndpointView>,
+}
+
+/// Reads a field that may be absent (unchanged), `null` (removed) or set.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Body of `PUT .../endpoints/{endpoint}/policy`. Absent fields stay as they are;
+/// `"shadow": null` removes the shadow and `"follow_alias": null` stops following.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    /// `{"kind": "single"}`, `{"kind": "ab", "sticky": {"from": "header", "name":
+    /// "x-user-id"}}` or `{"kind": "canary", "steps": [5, 25, 50, 100], ...}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub policy: Option<TrafficPolicy>,
+    /// The full list of variants: `{"name", "model", "version", "weight"}` each.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub variants: Option<Vec<Variant>>,
+    /// `{"variant": "shadow", "percent": 10}`; the variant must be listed in `variants`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub shadow: Option<Option<ShadowSpec>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub follow_alias: Option<Option<String>>,
+}
+
+/// Live stats of an endpoint's variants, summed over every replica.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointStatsView {
+    pub endpoint: String,
+    /// Upper bounds of the latency buckets in microseconds; `latency_buckets` has one
+    /// more entry, for slower requests.
+    pub latency_bounds_us: Vec<u64>,
+    /// Per variant: requests, errors, latency_buckets, shadow_compared, shadow_disagreed,
+    /// error_rate, and p50_ms and p99_ms (the upper bound of the bucket that contains
+    /// the quantile).
+    #[schema(value_type = Vec<Object>)]
+    pub variants: Vec<VariantStatsView>,
 }
 
 /// Body of `POST .../endpoints/{endpoint}/labels`.
@@ -276,7 +372,9 @@ async fn create(
 ) -> Result<(StatusCode, Json<EndpointView>), ApiError> {
     let spec = DeploySpec {
         model: body.model,
-        version: body.version,
+        // With 0, the service deploys the version `follow_alias` points at.
+        version: body.version.unwrap_or(0),
+        follow_alias: body.follow_alias,
         feature_service: body.feature_service,
         execution_provider: body.execution_provider,
         description: body.description,
@@ -322,6 +420,7 @@ async fn update(
     let spec = DeploySpec {
         model: body.model,
         version: body.version,
+        follow_alias: None,
         feature_service: body.feature_service,
         execution_provider: body.execution_provider,
         description: body.description,
@@ -335,6 +434,45 @@ async fn update(
         )
         .await?;
     Ok(Json(info.into()))
+}
+
+async fn set_policy(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(project): Extension<Project>,
+    ApiPath((_, endpoint)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<PolicyRequest>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let update = PolicyUpdate {
+        policy: body.policy,
+        variants: body.variants,
+        shadow: body.shadow,
+        follow_alias: body.follow_alias,
+    };
+    let info = service(&state)?
+        .set_policy(
+            &scope(&project),
+            &endpoint,
+            update,
+            caller.principal.as_str(),
+        )
+        .await?;
+    Ok(Json(info.into()))
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    Extension(project): Extension<Project>,
+    ApiPath((_, endpoint)): ApiPath<(String, String)>,
+) -> Result<Json<EndpointStatsView>, ApiError> {
+    let stats = service(&state)?
+        .variant_stats(&scope(&project), &endpoint)
+        .await?;
+    Ok(Json(EndpointStatsView {
+        endpoint,
+        latency_bounds_us: ghaf_serving::policy::LATENCY_BOUNDS_US.to_vec(),
+        variants: stats.into_iter().map(VariantStatsView::from).collect(),
+    }))
 }
 
 async fn delete(

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod lineage;
 pub mod mlflow;
 pub mod monitor;
+pub mod rollouts;
 mod system;
 mod tenancy;
 mod tokens;
@@ -65,6 +66,10 @@ pub struct RouteInfo {
     /// An Open Inference Protocol route: errors have the protocol's `{"error": "<message>"}`
     /// body.
     pub oip: bool,
+    /// The handler appends the route's audit entry in the transaction of its change (see
+    /// [`crate::middleware::AuditInTransaction`]), so the guard skips its check of the audit
+    /// chain before the call.
+    pub audit_in_transaction: bool,
 }
 
 impl RouteInfo {
@@ -81,7 +86,15 @@ impl RouteInfo {
             mlflow: false,
             project_from_header: false,
             oip: false,
+            audit_in_transaction: false,
         }
+    }
+
+    /// Marks the route as appending its audit entry in its own transaction (see
+    /// [`RouteInfo::audit_in_transaction`]).
+    pub fn audit_in_transaction(mut self) -> Self {
+        self.audit_in_transaction = true;
+        self
     }
 
     /// Marks the route as MLflow-compatible (see [`RouteInfo::mlflow`]).
@@ -150,6 +163,7 @@ impl ApiRouter {
         let access = info.access;
         let mlflow_route = info.mlflow;
         let project_from_header = info.project_from_header;
+        let audit_in_transaction = info.audit_in_transaction;
         let oip_route = info.oip;
         let build: RouteBuilder = Box::new(move |state: AppState| {
             let method_router: MethodRouter<AppState> = axum::routing::on(filter, handler);
@@ -161,6 +175,7 @@ impl ApiRouter {
                         action,
                         mlflow: mlflow_route,
                         project_from_header,
+                        audit_in_transaction,
                     };
                     method_router.route_layer(axum::middleware::from_fn_with_state(
                         guard,
@@ -216,6 +231,7 @@ pub fn register_all(api: &mut ApiRouter) {
     lineage::register(api);
     mlflow::register(api);
     monitor::register(api);
+    rollouts::register(api);
     tracking::register(api);
     crate::oip::register(api);
 }
@@ -320,9 +336,15 @@ pub fn schemas() -> Vec<(
         entry::<endpoints::UpdateEndpointRequest>(),
         entry::<endpoints::EndpointView>(),
         entry::<endpoints::EndpointList>(),
+        entry::<endpoints::PolicyRequest>(),
+        entry::<endpoints::EndpointStatsView>(),
         entry::<endpoints::LabelsRequest>(),
         entry::<endpoints::LabelsResponse>(),
         entry::<endpoints::PredictionList>(),
+        entry::<rollouts::StartRolloutRequest>(),
+        entry::<rollouts::RolloutView>(),
+        entry::<rollouts::EndpointHistory>(),
+        entry::<rollouts::AnalysisView>(),
     ]
 }
 

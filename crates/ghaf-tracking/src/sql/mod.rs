@@ -1,12 +1,14 @@
 //! [`TrackingStore`] on SQLite or PostgreSQL through one SQL implementation.
 
 mod query;
+mod search;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use ghaf_core::UnixMillis;
-use ghaf_meta::{Db, Dialect};
+use ghaf_core::audit::{AuditEntry, NewAuditEntry};
+use ghaf_meta::{Db, Dialect, MetaError, TransactionalAudit};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -16,6 +18,10 @@ use query::*;
 
 /// Number of ids per `IN (…)` list when loading the details of many runs.
 const IN_CHUNK: usize = 500;
+
+/// How many times an audited batch is tried when another process appended to the same audit
+/// chain at the same moment.
+const AUDIT_ATTEMPTS: u32 = 8;
 
 /// The SQL implementation of [`TrackingStore`].
 pub struct SqlTrackingStore {
@@ -88,90 +94,6 @@ impl SqlTrackingStore {
             }
         }
         Ok(by_id)
-    }
-
-    /// Loads params, tags, latest metrics and outputs of `infos`, keeping their order.
-    async fn complete_runs(
-        &self,
-        scope: &Scope,
-        infos: Vec<RunInfo>,
-    ) -> Result<Vec<Run>, TrackingError> {
-        let ids: Vec<Bind> = infos
-            .iter()
-            .map(|info| Bind::Text(info.run_id.clone()))
-            .collect();
-        let params = self
-            .tags_of("tracking_params", "run_id", scope, &ids)
-            .await?;
-        let tags = self
-            .tags_of("tracking_run_tags", "run_id", scope, &ids)
-            .await?;
-        let mut metrics: HashMap<String, Vec<Metric>> = HashMap::new();
-        let mut outputs: HashMap<String, Vec<ModelOutput>> = HashMap::new();
-        for chunk in ids.chunks(IN_CHUNK) {
-            let mut sql = SqlBuilder::default();
-            sql.push(
-                "SELECT run_id, key, value, is_nan, timestamp, step FROM tracking_latest_metrics \
-                 WHERE tenant_id = ? AND project_id = ? AND run_id IN ",
-            )
-            .text(scope.tenant.as_str())
-            .text(scope.project.as_str())
-            .list(chunk.iter().cloned())
-            .push(" ORDER BY run_id, key");
-            for row in self.fetch_all(&sql).await? {
-                metrics
-                    .entry(row.try_get("run_id")?)
-                    .or_default()
-                    .push(Metric {
-                        key: row.try_get("key")?,
-                        value: metric_value(&row)?,
-                        timestamp: row.try_get("timestamp")?,
-                        step: row.try_get("step")?,
-                        model_id: String::new(),
-                    });
-            }
-            let mut sql = SqlBuilder::default();
-            sql.push(
-                "SELECT run_id, model_id, step FROM tracking_run_outputs WHERE tenant_id = ? AND \
-                 project_id = ? AND run_id IN ",
-            )
-            .text(scope.tenant.as_str())
-            .text(scope.project.as_str())
-            .list(chunk.iter().cloned())
-            .push(" ORDER BY run_id, model_id");
-            for row in self.fetch_all(&sql).await? {
-                outputs
-                    .entry(row.try_get("run_id")?)
-                    .or_default()
-                    .push(ModelOutput {
-                        model_id: row.try_get("model_id")?,
-                        step: row.try_get("step")?,
-                    });
-            }
-        }
-        Ok(infos
-            .into_iter()
-            .map(|info| {
-                let id = info.run_id.clone();
-                Run {
-                    metrics: metrics.remove(&id).unwrap_or_default(),
-                    params: params
-                        .get(&id)
-                        .map(|tags| {
-                            tags.iter()
-                                .map(|t| Param {
-                                    key: t.key.clone(),
-                                    value: t.value.clone(),
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    tags: tags.get(&id).cloned().unwrap_or_default(),
-                    outputs: outputs.remove(&id).unwrap_or_default(),
-                    info,
-                }
-            })
-            .collect())
     }
 
     async fn run_info(&self, scope: &Scope, run_id: &str) -> Result<RunInfo, TrackingError> {
@@ -351,6 +273,209 @@ impl SqlTrackingStore {
                 "model version",
                 format!("{name} version {version}"),
             ));
+        }
+        Ok(())
+    }
+
+    /// Fails unless the run exists and is active.
+    async fn require_active_run(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        scope: &Scope,
+        run_id: &str,
+    ) -> Result<(), TrackingError> {
+        let stage = sqlx::query(self.sql(
+            "SELECT lifecycle_stage FROM tracking_runs WHERE tenant_id = ? AND project_id = ? \
+             AND run_id = ?",
+        ))
+        .bind(scope.tenant.as_str())
+        .bind(scope.project.as_str())
+        .bind(run_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| TrackingError::not_found("run", run_id))?;
+        if stage_of(&stage, "lifecycle_stage")? != LifecycleStage::Active {
+            return Err(TrackingError::InvalidState(format!(
+                "run {run_id} is deleted; restore it before logging to it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes a batch inside `tx`: params (immutable once logged), tags, the metric history
+    /// and the latest value per key. Fails when the run is missing or deleted.
+    async fn write_batch(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        scope: &Scope,
+        run_id: &str,
+        metrics: &[Metric],
+        params: &[Param],
+        tags: &[Tag],
+    ) -> Result<(), TrackingError> {
+        // A batch of metrics alone checks the run in its history insert, which saves a
+        // statement on every `log_metric`; anything else checks it first.
+        let metrics_only = !metrics.is_empty() && params.is_empty() && tags.is_empty();
+        if !metrics_only {
+            self.require_active_run(tx, scope, run_id).await?;
+        }
+
+        for param in params {
+            let existing = sqlx::query(self.sql(
+                "SELECT value FROM tracking_params WHERE tenant_id = ? AND project_id = ? AND \
+                 run_id = ? AND key = ?",
+            ))
+            .bind(scope.tenant.as_str())
+            .bind(scope.project.as_str())
+            .bind(run_id)
+            .bind(&param.key)
+            .fetch_optional(&mut **tx)
+            .await?;
+            match existing {
+                Some(row) => {
+                    let old: String = row.try_get(0)?;
+                    if old != param.value {
+                        return Err(TrackingError::invalid(
+                            "params",
+                            format!(
+                                "param {:?} of run {run_id} already has the value {old:?}; \
+                                 params are immutable, so log {:?} under another key",
+                                param.key, param.value
+                            ),
+                        ));
+                    }
+                }
+                None => {
+                    sqlx::query(self.sql(
+                        "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, value) \
+                         VALUES (?, ?, ?, ?, ?)",
+                    ))
+                    .bind(scope.tenant.as_str())
+                    .bind(scope.project.as_str())
+                    .bind(run_id)
+                    .bind(&param.key)
+                    .bind(&param.value)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+        }
+
+        for tag in tags {
+            self.upsert_kv(
+                tx,
+                scope,
+                "tracking_run_tags",
+                &["run_id"],
+                vec![Bind::Text(run_id.to_owned())],
+                &tag.key,
+                &tag.value,
+            )
+            .await?;
+            if tag.key == "mlflow.runName" {
+                sqlx::query(self.sql(
+                    "UPDATE tracking_runs SET run_name = ? WHERE tenant_id = ? AND project_id = ? \
+                     AND run_id = ?",
+                ))
+                .bind(&tag.value)
+                .bind(scope.tenant.as_str())
+                .bind(scope.project.as_str())
+                .bind(run_id)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+
+        // History: one multi-row insert per chunk, which writes only while the run is active;
+        // exact repeats are kept once.
+        let mut inserted = 0;
+        for chunk in metrics.chunks(200) {
+            let mut sql = SqlBuilder::default();
+            sql.push(
+                "INSERT INTO tracking_metrics (tenant_id, project_id, run_id, key, step, \
+                 timestamp, value, is_nan, model_id) SELECT * FROM (VALUES ",
+            );
+            for (index, metric) in chunk.iter().enumerate() {
+                if index > 0 {
+                    sql.push(", ");
+                }
+                let (value, is_nan) = stored_value(metric.value);
+                sql.list([
+                    Bind::Text(scope.tenant.to_string()),
+                    Bind::Text(scope.project.to_string()),
+                    Bind::Text(run_id.to_owned()),
+                    Bind::Text(metric.key.clone()),
+                    Bind::Int(metric.step),
+                    Bind::Int(metric.timestamp),
+                    Bind::Real(value),
+                    Bind::Int(is_nan),
+                    Bind::Text(metric.model_id.clone()),
+                ]);
+            }
+            sql.push(
+                ") AS v WHERE EXISTS (SELECT 1 FROM tracking_runs WHERE tenant_id = ? AND \
+                 project_id = ? AND run_id = ? AND lifecycle_stage = 'active') \
+                 ON CONFLICT DO NOTHING",
+            )
+            .text(scope.tenant.as_str())
+            .text(scope.project.as_str())
+            .text(run_id);
+            inserted += bind_all(sqlx::query(self.sql(&sql.text)), &sql.binds)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+        }
+        if metrics_only && inserted == 0 {
+            // Either the run is missing or deleted, or every value was logged before.
+            self.require_active_run(tx, scope, run_id).await?;
+        }
+
+        // Latest values: the newest of the batch per key replaces the stored one only when
+        // it is newer in MLflow's order (step, timestamp, NaN below numbers, value), which
+        // the upsert's condition compares in the database.
+        let mut newest: BTreeMap<&str, &Metric> = BTreeMap::new();
+        for metric in metrics {
+            match newest.get(metric.key.as_str()) {
+                Some(current) if !newer(metric, current) => {}
+                _ => {
+                    newest.insert(metric.key.as_str(), metric);
+                }
+            }
+        }
+        let newest: Vec<&Metric> = newest.into_values().collect();
+        for chunk in newest.chunks(200) {
+            let mut sql = SqlBuilder::default();
+            sql.push(
+                "INSERT INTO tracking_latest_metrics (tenant_id, project_id, run_id, key, step, \
+                 timestamp, value, is_nan) VALUES ",
+            );
+            for (index, metric) in chunk.iter().enumerate() {
+                if index > 0 {
+                    sql.push(", ");
+                }
+                let (value, is_nan) = stored_value(metric.value);
+                sql.list([
+                    Bind::Text(scope.tenant.to_string()),
+                    Bind::Text(scope.project.to_string()),
+                    Bind::Text(run_id.to_owned()),
+                    Bind::Text(metric.key.clone()),
+                    Bind::Int(metric.step),
+                    Bind::Int(metric.timestamp),
+                    Bind::Real(value),
+                    Bind::Int(is_nan),
+                ]);
+            }
+            sql.push(
+                " ON CONFLICT (tenant_id, project_id, run_id, key) DO UPDATE SET \
+                 step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, \
+                 is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, \
+                 1 - excluded.is_nan, excluded.value) > (tracking_latest_metrics.step, \
+                 tracking_latest_metrics.timestamp, 1 - tracking_latest_metrics.is_nan, \
+                 tracking_latest_metrics.value)",
+            );
+            bind_all(sqlx::query(self.sql(&sql.text)), &sql.binds)
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }
@@ -882,167 +1007,56 @@ impl TrackingStore for SqlTrackingStore {
         tags: &[Tag],
     ) -> Result<(), TrackingError> {
         let mut tx = self.begin_write().await?;
-        let stage = sqlx::query(self.sql(
-            "SELECT lifecycle_stage FROM tracking_runs WHERE tenant_id = ? AND project_id = ? \
-             AND run_id = ?",
-        ))
-        .bind(scope.tenant.as_str())
-        .bind(scope.project.as_str())
-        .bind(run_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| TrackingError::not_found("run", run_id))?;
-        if stage_of(&stage, "lifecycle_stage")? != LifecycleStage::Active {
-            return Err(TrackingError::InvalidState(format!(
-                "run {run_id} is deleted; restore it before logging to it"
-            )));
-        }
-
-        for param in params {
-            let existing = sqlx::query(self.sql(
-                "SELECT value FROM tracking_params WHERE tenant_id = ? AND project_id = ? AND \
-                 run_id = ? AND key = ?",
-            ))
-            .bind(scope.tenant.as_str())
-            .bind(scope.project.as_str())
-            .bind(run_id)
-            .bind(&param.key)
-            .fetch_optional(&mut *tx)
+        self.write_batch(&mut tx, scope, run_id, metrics, params, tags)
             .await?;
-            match existing {
-                Some(row) => {
-                    let old: String = row.try_get(0)?;
-                    if old != param.value {
-                        return Err(TrackingError::invalid(
-                            "params",
-                            format!(
-                                "param {:?} of run {run_id} already has the value {old:?}; \
-                                 params are immutable, so log {:?} under another key",
-                                param.key, param.value
-                            ),
-                        ));
-                    }
-                }
-                None => {
-                    sqlx::query(self.sql(
-                        "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, value) \
-                         VALUES (?, ?, ?, ?, ?)",
-                    ))
-                    .bind(scope.tenant.as_str())
-                    .bind(scope.project.as_str())
-                    .bind(run_id)
-                    .bind(&param.key)
-                    .bind(&param.value)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-
-        for tag in tags {
-            self.upsert_kv(
-                &mut tx,
-                scope,
-                "tracking_run_tags",
-                &["run_id"],
-                vec![Bind::Text(run_id.to_owned())],
-                &tag.key,
-                &tag.value,
-            )
-            .await?;
-            if tag.key == "mlflow.runName" {
-                sqlx::query(self.sql(
-                    "UPDATE tracking_runs SET run_name = ? WHERE tenant_id = ? AND project_id = ? \
-                     AND run_id = ?",
-                ))
-                .bind(&tag.value)
-                .bind(scope.tenant.as_str())
-                .bind(scope.project.as_str())
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-
-        // History: one multi-row insert per chunk; exact repeats are kept once.
-        for chunk in metrics.chunks(200) {
-            let mut sql = SqlBuilder::default();
-            sql.push(
-                "INSERT INTO tracking_metrics (tenant_id, project_id, run_id, key, step, \
-                 timestamp, value, is_nan, model_id) VALUES ",
-            );
-            for (index, metric) in chunk.iter().enumerate() {
-                if index > 0 {
-                    sql.push(", ");
-                }
-                let (value, is_nan) = stored_value(metric.value);
-                sql.list([
-                    Bind::Text(scope.tenant.to_string()),
-                    Bind::Text(scope.project.to_string()),
-                    Bind::Text(run_id.to_owned()),
-                    Bind::Text(metric.key.clone()),
-                    Bind::Int(metric.step),
-                    Bind::Int(metric.timestamp),
-                    Bind::Real(value),
-                    Bind::Int(is_nan),
-                    Bind::Text(metric.model_id.clone()),
-                ]);
-            }
-            sql.push(" ON CONFLICT DO NOTHING");
-            bind_all(sqlx::query(self.sql(&sql.text)), &sql.binds)
-                .execute(&mut *tx)
-                .await?;
-        }
-
-        // Latest values: the newest of the batch per key replaces the stored one only when
-        // it is newer in MLflow's order (step, timestamp, NaN below numbers, value), which
-        // the upsert's condition compares in the database.
-        let mut newest: BTreeMap<&str, &Metric> = BTreeMap::new();
-        for metric in metrics {
-            match newest.get(metric.key.as_str()) {
-                Some(current) if !newer(metric, current) => {}
-                _ => {
-                    newest.insert(metric.key.as_str(), metric);
-                }
-            }
-        }
-        let newest: Vec<&Metric> = newest.into_values().collect();
-        for chunk in newest.chunks(200) {
-            let mut sql = SqlBuilder::default();
-            sql.push(
-                "INSERT INTO tracking_latest_metrics (tenant_id, project_id, run_id, key, step, \
-                 timestamp, value, is_nan) VALUES ",
-            );
-            for (index, metric) in chunk.iter().enumerate() {
-                if index > 0 {
-                    sql.push(", ");
-                }
-                let (value, is_nan) = stored_value(metric.value);
-                sql.list([
-                    Bind::Text(scope.tenant.to_string()),
-                    Bind::Text(scope.project.to_string()),
-                    Bind::Text(run_id.to_owned()),
-                    Bind::Text(metric.key.clone()),
-                    Bind::Int(metric.step),
-                    Bind::Int(metric.timestamp),
-                    Bind::Real(value),
-                    Bind::Int(is_nan),
-                ]);
-            }
-            sql.push(
-                " ON CONFLICT (tenant_id, project_id, run_id, key) DO UPDATE SET \
-                 step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, \
-                 is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, \
-                 1 - excluded.is_nan, excluded.value) > (tracking_latest_metrics.step, \
-                 tracking_latest_metrics.timestamp, 1 - tracking_latest_metrics.is_nan, \
-                 tracking_latest_metrics.value)",
-            );
-            bind_all(sqlx::query(self.sql(&sql.text)), &sql.binds)
-                .execute(&mut *tx)
-                .await?;
-        }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn log_batch_audited(
+        &self,
+        scope: &Scope,
+        batch: &Batch<'_>,
+        audit: &dyn TransactionalAudit,
+        entry: &NewAuditEntry,
+    ) -> Result<AuditEntry, TrackingError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let lock = audit.lock().await;
+            let mut tx = self.begin_write().await?;
+            self.write_batch(
+                &mut tx,
+                scope,
+                batch.run_id,
+                batch.metrics,
+                batch.params,
+                batch.tags,
+            )
+            .await?;
+            match audit.append_in(&lock, &mut tx, entry).await {
+                Ok(head) => {
+                    tx.commit().await?;
+                    let stored = head.entry.clone();
+                    audit.committed(head);
+                    return Ok(stored);
+                }
+                Err(error)
+                    if attempt < AUDIT_ATTEMPTS
+                        && (matches!(error, MetaError::Conflict { .. })
+                            || error.is_unique_violation()) =>
+                {
+                    // Dropping the transaction rolls the batch back before the next attempt.
+                    tracing::debug!(tenant = %entry.tenant, run_id = batch.run_id, attempt, "audited batch raced another audit append, retrying");
+                }
+                Err(error) => {
+                    return Err(TrackingError::AuditRefused {
+                        tenant: entry.tenant.clone(),
+                        source: error,
+                    });
+                }
+            }
+        }
     }
 
     async fn delete_run_tag(
@@ -1110,46 +1124,14 @@ impl TrackingStore for SqlTrackingStore {
         scope: &Scope,
         query: &RunQuery,
     ) -> Result<Page<Run>, TrackingError> {
-        let RunQuery {
-            experiment_ids,
-            filter,
-            view,
-            order_by,
-            max_results,
-            offset,
-        } = query;
-        let (max_results, offset) = (*max_results, *offset);
-        if experiment_ids.is_empty() {
+        if query.experiment_ids.is_empty() {
             return Ok(Page {
                 items: Vec::new(),
                 next_offset: None,
             });
         }
-        let mut sql = SqlBuilder::default();
-        sql.push(&format!(
-            "SELECT {RUN_COLUMNS} FROM tracking_runs r WHERE r.tenant_id = ? AND r.project_id = ?"
-        ))
-        .text(scope.tenant.as_str())
-        .text(scope.project.as_str())
-        .push(" AND r.experiment_id IN ")
-        .list(experiment_ids.iter().map(|id| Bind::Int(*id)))
-        .push(" AND r.lifecycle_stage IN ")
-        .list(view.stages().iter().map(|s| Bind::Text((*s).to_owned())));
-        for clause in &filter.clauses {
-            run_clause(&mut sql, self.db.dialect(), clause);
-        }
-        run_order(&mut sql, order_by);
-        sql.page(max_results, offset);
-        let rows = self.fetch_all(&sql).await?;
-        let infos = rows
-            .iter()
-            .map(run_info_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let Page { items, next_offset } = page(infos, max_results, offset);
-        Ok(Page {
-            items: self.complete_runs(scope, items).await?,
-            next_offset,
-        })
+        let plan = self.run_plan(scope, query).await?;
+        self.search_runs_with(scope, query, plan).await
     }
 
     async fn log_outputs(

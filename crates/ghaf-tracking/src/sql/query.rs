@@ -109,12 +109,8 @@ fn string_match(
 }
 
 /// Appends the start of a correlated subquery on `table` for the run's row with `key`; it is
-/// a primary-key lookup per candidate run.
-///
-/// NOTE: correlated `EXISTS` is fast when many runs match, because the newest-first scan
-/// stops at the page size: 54 ms for a 1,000-run page of 100,000 runs in the SQLite shell.
-/// It is slower when few runs match: 475 ms for 50 of 100,000. `run_id IN (subquery)` has the
-/// opposite profile (376 ms and 166 ms). SQLite cannot choose between them by statistics.
+/// a primary-key lookup per candidate run. The search module chooses when a selective clause
+/// starts from its value index instead.
 fn scoped_subquery(sql: &mut SqlBuilder, table: &str, key: &str) {
     sql.push(&format!(
         "SELECT 1 FROM {table} s WHERE s.tenant_id = r.tenant_id AND \

@@ -17,6 +17,8 @@ mod wire;
 pub use registry::check_alias;
 pub use wire::{MlflowMessage, double as wire_double};
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -26,11 +28,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
 use ghaf_auth::{Action, Caller};
 use ghaf_core::ErrorCode;
-use ghaf_meta::Project;
+use ghaf_meta::{MetaStore, Project};
 use ghaf_tracking::{Scope, TrackingService};
 
 use crate::api::{Access, ApiRouter, RouteInfo};
 use crate::error::{ApiError, ErrorInfo};
+use crate::middleware::AuditInTransaction;
 use crate::state::AppState;
 
 /// Path prefix of the tracking and registry routes.
@@ -73,6 +76,10 @@ pub struct Ctx {
     pub service: TrackingService,
     pub scope: Scope,
     pub caller: Caller,
+    /// The metadata store, which holds the audit log.
+    pub meta: Arc<dyn MetaStore>,
+    /// The call's audit entry, on routes whose handler appends it in its own transaction.
+    pub audit: Option<AuditInTransaction>,
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -108,6 +115,8 @@ impl FromRequestParts<AppState> for Ctx {
                 project: project.id,
             },
             caller,
+            meta: state.store_handle(),
+            audit: parts.extensions.get::<AuditInTransaction>().cloned(),
         })
     }
 }

@@ -1,14 +1,15 @@
 //! Run, metric and logged-model routes.
 
 use axum::http::Method;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ghaf_auth::Action;
 use ghaf_tracking::filter::{Comparator, Literal, RunFilter, parse_clauses, parse_run_order};
 use ghaf_tracking::{
-    LifecycleStage, LoggedModelStatus, MAX_BATCH_ENTITIES, MAX_BATCH_METRICS, MAX_BATCH_PARAMS,
-    MAX_BATCH_TAGS, MAX_HISTORY_RESULTS, MAX_PARAM_VALUE_LEN, MAX_SEARCH_RESULTS,
+    Batch, LifecycleStage, LoggedModelStatus, MAX_BATCH_ENTITIES, MAX_BATCH_METRICS,
+    MAX_BATCH_PARAMS, MAX_BATCH_TAGS, MAX_HISTORY_RESULTS, MAX_PARAM_VALUE_LEN, MAX_SEARCH_RESULTS,
     MAX_TAG_VALUE_LEN, Metric, ModelOutput, NewLoggedModel, NewRun, Param, RunQuery, RunStatus,
-    RunUpdate, Tag, validate_key, validate_value,
+    RunUpdate, Tag, TrackingError, validate_key, validate_value,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -19,7 +20,7 @@ use super::{Ctx, Params, body_route, get_route, max_results, page_offset, page_t
 use crate::api::ApiRouter;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::middleware::AuditDetails;
+use crate::middleware::{AuditDetails, AuditRecorded};
 
 /// Response of a run write: the audit details that name the run, and the JSON body.
 type Audited = Result<(Extension<AuditDetails>, Json<Value>), ApiError>;
@@ -83,7 +84,8 @@ pub fn register(api: &mut ApiRouter) {
             "/api/2.0/mlflow/runs/log-parameter",
             TrackingWrite,
             "Log a param (MLflow)",
-        ),
+        )
+        .audit_in_transaction(),
         log_parameter,
     );
     api.add(
@@ -91,7 +93,8 @@ pub fn register(api: &mut ApiRouter) {
             "/api/2.0/mlflow/runs/log-metric",
             TrackingWrite,
             "Log a metric value (MLflow)",
-        ),
+        )
+        .audit_in_transaction(),
         log_metric,
     );
     api.add(
@@ -99,7 +102,8 @@ pub fn register(api: &mut ApiRouter) {
             "/api/2.0/mlflow/runs/log-batch",
             TrackingWrite,
             "Log metrics, params and tags at once (MLflow)",
-        ),
+        )
+        .audit_in_transaction(),
         log_batch,
     );
     api.add(
@@ -107,7 +111,8 @@ pub fn register(api: &mut ApiRouter) {
             "/api/2.0/mlflow/runs/set-tag",
             TrackingWrite,
             "Set a run tag (MLflow)",
-        ),
+        )
+        .audit_in_transaction(),
         set_tag,
     );
     api.add(
@@ -347,32 +352,74 @@ struct KeyValueRequest {
     value: String,
 }
 
-async fn log_parameter(ctx: Ctx, ApiJson(body): ApiJson<KeyValueRequest>) -> Audited {
+/// Logs a batch and its audit entry. With the guard's entry and a store that can append in a
+/// caller's transaction, both commit in one transaction. Otherwise the handler checks the
+/// audit chain first, as the guard does for other routes, and the guard appends the entry.
+async fn log_audited(ctx: &Ctx, batch: Batch<'_>, extra: Value) -> Result<Response, ApiError> {
+    let store = ctx.service.store();
+    if let (Some(template), Some(audit)) = (&ctx.audit, ctx.meta.transactional_audit()) {
+        let mut details = json!({ "run_id": batch.run_id });
+        if let (Value::Object(target), Value::Object(more)) = (&mut details, extra) {
+            target.extend(more);
+        }
+        let entry = template.success(details);
+        store
+            .log_batch_audited(&ctx.scope, &batch, audit, &entry)
+            .await?;
+        return Ok((Extension(AuditRecorded), Json(json!({}))).into_response());
+    }
+    if let Err(error) = ctx.meta.check_audit_chain(ctx.scope.tenant.as_str()).await {
+        return Err(TrackingError::AuditRefused {
+            tenant: ctx.scope.tenant.to_string(),
+            source: error,
+        }
+        .into());
+    }
+    store
+        .log_batch(
+            &ctx.scope,
+            batch.run_id,
+            batch.metrics,
+            batch.params,
+            batch.tags,
+        )
+        .await?;
+    Ok(audited(batch.run_id, extra, json!({}))?.into_response())
+}
+
+async fn log_parameter(
+    ctx: Ctx,
+    ApiJson(body): ApiJson<KeyValueRequest>,
+) -> Result<Response, ApiError> {
     let run_id = body.run.id()?;
     let param = Param {
         key: body.key.clone(),
         value: body.value.clone(),
     };
     check_param(&param)?;
-    ctx.service
-        .store()
-        .log_batch(&ctx.scope, run_id, &[], &[param], &[])
-        .await?;
-    audited(run_id, json!({ "params": [body.key] }), json!({}))
+    let batch = Batch {
+        run_id,
+        metrics: &[],
+        params: std::slice::from_ref(&param),
+        tags: &[],
+    };
+    log_audited(&ctx, batch, json!({ "params": [body.key] })).await
 }
 
-async fn set_tag(ctx: Ctx, ApiJson(body): ApiJson<KeyValueRequest>) -> Audited {
+async fn set_tag(ctx: Ctx, ApiJson(body): ApiJson<KeyValueRequest>) -> Result<Response, ApiError> {
     let run_id = body.run.id()?;
     let tag = Tag {
         key: body.key.clone(),
         value: body.value.clone(),
     };
     check_tag(&tag)?;
-    ctx.service
-        .store()
-        .log_batch(&ctx.scope, run_id, &[], &[], &[tag])
-        .await?;
-    audited(run_id, json!({ "tags": [body.key] }), json!({}))
+    let batch = Batch {
+        run_id,
+        metrics: &[],
+        params: &[],
+        tags: std::slice::from_ref(&tag),
+    };
+    log_audited(&ctx, batch, json!({ "tags": [body.key] })).await
 }
 
 async fn delete_tag(ctx: Ctx, ApiJson(body): ApiJson<KeyValueRequest>) -> Audited {
@@ -420,15 +467,20 @@ struct LogMetricRequest {
     metric: MetricBody,
 }
 
-async fn log_metric(ctx: Ctx, ApiJson(body): ApiJson<LogMetricRequest>) -> Audited {
+async fn log_metric(
+    ctx: Ctx,
+    ApiJson(body): ApiJson<LogMetricRequest>,
+) -> Result<Response, ApiError> {
     let run_id = body.run.id()?.to_owned();
     let metric = body.metric.metric()?;
     let details = json!({ "metrics": [metric.key], "step": metric.step });
-    ctx.service
-        .store()
-        .log_batch(&ctx.scope, &run_id, &[metric], &[], &[])
-        .await?;
-    audited(&run_id, details, json!({}))
+    let batch = Batch {
+        run_id: &run_id,
+        metrics: std::slice::from_ref(&metric),
+        params: &[],
+        tags: &[],
+    };
+    log_audited(&ctx, batch, details).await
 }
 
 #[derive(Deserialize)]
@@ -443,7 +495,10 @@ struct LogBatchRequest {
     tags: Vec<KeyValue>,
 }
 
-async fn log_batch(ctx: Ctx, ApiJson(body): ApiJson<LogBatchRequest>) -> Audited {
+async fn log_batch(
+    ctx: Ctx,
+    ApiJson(body): ApiJson<LogBatchRequest>,
+) -> Result<Response, ApiError> {
     let limits = [
         ("metrics", body.metrics.len(), MAX_BATCH_METRICS),
         ("params", body.params.len(), MAX_BATCH_PARAMS),
@@ -493,11 +548,13 @@ async fn log_batch(ctx: Ctx, ApiJson(body): ApiJson<LogBatchRequest>) -> Audited
         "params": distinct_keys(params.iter().map(|p| p.key.as_str())),
         "tags": distinct_keys(tags.iter().map(|t| t.key.as_str())),
     });
-    ctx.service
-        .store()
-        .log_batch(&ctx.scope, &run_id, &metrics, &params, &tags)
-        .await?;
-    audited(&run_id, details, json!({}))
+    let batch = Batch {
+        run_id: &run_id,
+        metrics: &metrics,
+        params: &params,
+        tags: &tags,
+    };
+    log_audited(&ctx, batch, details).await
 }
 
 /// Most keys of each kind that the audit entry of a batch lists.
@@ -528,7 +585,7 @@ struct SearchRequest {
     page_token: Option<String>,
 }
 
-async fn search(ctx: Ctx, ApiJson(body): ApiJson<SearchRequest>) -> Result<Json<Value>, ApiError> {
+async fn search(ctx: Ctx, ApiJson(body): ApiJson<SearchRequest>) -> Result<Response, ApiError> {
     let experiment_ids = body
         .experiment_ids
         .iter()
@@ -554,11 +611,11 @@ async fn search(ctx: Ctx, ApiJson(body): ApiJson<SearchRequest>) -> Result<Json<
         offset,
     };
     let page = ctx.service.store().search_runs(&ctx.scope, &query).await?;
-    let runs: Vec<Value> = page.items.iter().map(wire::run).collect();
-    Ok(Json(wire::with_token(
-        json!({ "runs": runs }),
-        page_token(page.next_offset),
-    )))
+    let body = wire::WireRunPage {
+        runs: page.items.iter().map(wire::WireRun::from).collect(),
+        next_page_token: page_token(page.next_offset),
+    };
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize)]

@@ -4,7 +4,7 @@
 use ghaf_tracking::{
     Experiment, LoggedModel, Metric, ModelVersion, RegisteredModel, Run, RunInfo, Tag,
 };
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -189,21 +189,163 @@ pub fn run_info(info: &RunInfo) -> Value {
 }
 
 pub fn run(run: &Run) -> Value {
-    json!({
-        "info": run_info(&run.info),
-        "data": {
-            "metrics": run.metrics.iter().map(metric).collect::<Vec<_>>(),
-            "params": key_values(run.params.iter().map(|p| (p.key.as_str(), p.value.as_str()))),
-            "tags": tag_list(&run.tags),
-        },
-        "inputs": {},
-        "outputs": {
-            "model_outputs": run.outputs.iter().map(|o| json!({
-                "model_id": o.model_id,
-                "step": o.step,
-            })).collect::<Vec<_>>(),
-        },
-    })
+    serde_json::to_value(WireRun::from(run)).unwrap_or(Value::Null)
+}
+
+/// Encodes a double as proto3 JSON does, like [`double`], without building a [`Value`].
+struct WireDouble(f64);
+
+impl Serialize for WireDouble {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let value = self.0;
+        if value.is_nan() {
+            serializer.serialize_str("NaN")
+        } else if value == f64::INFINITY {
+            serializer.serialize_str("Infinity")
+        } else if value == f64::NEG_INFINITY {
+            serializer.serialize_str("-Infinity")
+        } else {
+            serializer.serialize_f64(value)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WireKeyValue<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct WireMetric<'a> {
+    key: &'a str,
+    value: WireDouble,
+    timestamp: i64,
+    step: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    model_id: &'a str,
+}
+
+impl<'a> From<&'a Metric> for WireMetric<'a> {
+    fn from(metric: &'a Metric) -> Self {
+        Self {
+            key: &metric.key,
+            value: WireDouble(metric.value),
+            timestamp: metric.timestamp,
+            step: metric.step,
+            model_id: &metric.model_id,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WireRunInfo<'a> {
+    run_id: &'a str,
+    run_uuid: &'a str,
+    run_name: &'a str,
+    experiment_id: String,
+    user_id: &'a str,
+    status: &'static str,
+    start_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<i64>,
+    artifact_uri: &'a str,
+    lifecycle_stage: &'static str,
+}
+
+impl<'a> From<&'a RunInfo> for WireRunInfo<'a> {
+    fn from(info: &'a RunInfo) -> Self {
+        Self {
+            run_id: &info.run_id,
+            run_uuid: &info.run_id,
+            run_name: &info.run_name,
+            experiment_id: info.experiment_id.to_string(),
+            user_id: &info.user_id,
+            status: info.status.as_str(),
+            start_time: info.start_time,
+            end_time: info.end_time,
+            artifact_uri: &info.artifact_uri,
+            lifecycle_stage: info.lifecycle_stage.as_str(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WireRunData<'a> {
+    metrics: Vec<WireMetric<'a>>,
+    params: Vec<WireKeyValue<'a>>,
+    tags: Vec<WireKeyValue<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireModelOutput<'a> {
+    model_id: &'a str,
+    step: i64,
+}
+
+#[derive(Serialize)]
+struct WireRunOutputs<'a> {
+    model_outputs: Vec<WireModelOutput<'a>>,
+}
+
+/// An empty proto3 message, `{}`.
+#[derive(Serialize)]
+struct WireEmpty {}
+
+/// A run in MLflow's wire format, serialised straight from the [`Run`]: a page of 1,000 runs
+/// is written without building a [`Value`] tree first.
+#[derive(Serialize)]
+pub struct WireRun<'a> {
+    info: WireRunInfo<'a>,
+    data: WireRunData<'a>,
+    inputs: WireEmpty,
+    outputs: WireRunOutputs<'a>,
+}
+
+impl<'a> From<&'a Run> for WireRun<'a> {
+    fn from(run: &'a Run) -> Self {
+        Self {
+            info: WireRunInfo::from(&run.info),
+            data: WireRunData {
+                metrics: run.metrics.iter().map(WireMetric::from).collect(),
+                params: run
+                    .params
+                    .iter()
+                    .map(|p| WireKeyValue {
+                        key: &p.key,
+                        value: &p.value,
+                    })
+                    .collect(),
+                tags: run
+                    .tags
+                    .iter()
+                    .map(|t| WireKeyValue {
+                        key: &t.key,
+                        value: &t.value,
+                    })
+                    .collect(),
+            },
+            inputs: WireEmpty {},
+            outputs: WireRunOutputs {
+                model_outputs: run
+                    .outputs
+                    .iter()
+                    .map(|o| WireModelOutput {
+                        model_id: &o.model_id,
+                        step: o.step,
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// The response of `runs/search`.
+#[derive(Serialize)]
+pub struct WireRunPage<'a> {
+    pub runs: Vec<WireRun<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }
 
 pub fn logged_model(model: &LoggedModel) -> Value {

@@ -1,0 +1,455 @@
+//! Run search: the choice of the plan, and the details of a page of runs.
+//!
+//! A run search has two plans. The scan walks the experiment's runs newest first and checks
+//! each filter clause with a correlated `EXISTS` lookup, stopping once the page is full. It
+//! is fast when many runs match, and slow when few do, because it then reads every run of
+//! the experiment. The driven plan starts from the value index of one selective clause
+//! (`tracking_run_tags_by_value`, `tracking_params_by_value` or
+//! `tracking_latest_metrics_by_value`), joins each match to its run and sorts the matches.
+//! Its cost grows with the number of matches and not with the size of the experiment.
+//!
+//! SQLite has no statistics to choose between the two, so [`SqlTrackingStore::run_plan`]
+//! chooses from bounded counts through the same indexes:
+//! 1. It counts the runs of the searched experiments up to [`SCAN_ALWAYS`] + 1. Experiments
+//!    of at most [`SCAN_ALWAYS`] runs are scanned, because the scan then reads few rows
+//!    whatever the filter.
+//! 2. It counts the project's matches of each clause that an index can serve: `=` or
+//!    `IS NOT NULL` on a param or tag, and `=`, `<`, `<=`, `>` or `>=` on a metric. Each
+//!    count reads at most [`COUNT_LIMIT`] entries and no more than the smallest count so far.
+//! 3. The clause with the fewest matches drives the search when it matches fewer runs than
+//!    the experiments have (counted again up to the matches when they exceed
+//!    [`SCAN_ALWAYS`]) and, for the default newest-first order, at most [`SCAN_RATIO`] times
+//!    the rows the page needs. The scan reads about
+//!    `page × runs / matches` rows to fill a page, the driven plan reads `matches` rows, and
+//!    the ratio stands in for `runs / matches`, which the bounded counts do not measure.
+//!    With an `order_by` the scan reads every run of the experiment anyway, so the driven
+//!    plan is used whenever a clause matches fewer runs.
+//!
+//! NOTE: the counts cover the whole project, not the searched experiments, and treat the
+//! clauses as independent. A combination of unselective clauses that matches few runs is
+//! still scanned, and a clause whose matches lie mostly in other experiments may drive a
+//! search that the scan would have answered sooner; both are bounded by [`COUNT_LIMIT`]
+//! matches for the driven plan.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use ghaf_meta::Dialect;
+use serde::de::DeserializeOwned;
+use sqlx::Row;
+
+use super::query::{Bind, RUN_COLUMNS, SqlBuilder, run_clause, run_info_from_row, run_order};
+use super::{IN_CHUNK, SqlTrackingStore, page};
+use crate::filter::{Comparator, Literal, RunClause, RunField};
+use crate::*;
+
+/// Maximum number of index entries one count of matches reads. A clause that matches more
+/// runs of the project never drives a search.
+const COUNT_LIMIT: i64 = 5_000;
+
+/// Experiments with at most this many runs are always scanned.
+const SCAN_ALWAYS: i64 = 2_000;
+
+/// The assumed ratio of runs to matches in a newest-first search, explained in the module
+/// documentation.
+const SCAN_RATIO: i64 = 100;
+
+/// The plan of a run search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RunPlan {
+    /// Walk the runs in the requested order and check every clause per run.
+    Scan,
+    /// Start from the index of the clause at this position of the filter.
+    Drive(usize),
+}
+
+/// An index that can serve a clause: its table and the condition on the alias `d`, without
+/// the tenant and project.
+struct IndexedClause<'a> {
+    table: &'static str,
+    key: &'a str,
+    condition: Option<(&'static str, Bind)>,
+}
+
+/// Returns the index lookup that can serve `clause`, if any.
+fn indexed(clause: &RunClause) -> Option<IndexedClause<'_>> {
+    match (&clause.field, clause.comparator, &clause.value) {
+        (RunField::Param(key) | RunField::Tag(key), Comparator::Eq, Literal::String(text)) => {
+            Some(IndexedClause {
+                table: kv_table(&clause.field),
+                key,
+                condition: Some(("=", Bind::Text(text.clone()))),
+            })
+        }
+        (RunField::Param(key) | RunField::Tag(key), Comparator::IsNotNull, _) => {
+            Some(IndexedClause {
+                table: kv_table(&clause.field),
+                key,
+                condition: None,
+            })
+        }
+        (RunField::Metric(key), comparator, Literal::Number(number))
+            if comparator != Comparator::Ne =>
+        {
+            let op = comparator.sql_comparison()?;
+            Some(IndexedClause {
+                table: "tracking_latest_metrics",
+                key,
+                condition: Some((op, Bind::Real(*number))),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn kv_table(field: &RunField) -> &'static str {
+    if matches!(field, RunField::Param(_)) {
+        "tracking_params"
+    } else {
+        "tracking_run_tags"
+    }
+}
+
+/// Appends the index conditions of `indexed` on the alias `d`.
+fn push_index_conditions(sql: &mut SqlBuilder, scope: &Scope, indexed: &IndexedClause<'_>) {
+    sql.push("d.tenant_id = ? AND d.project_id = ? AND d.key = ?")
+        .text(scope.tenant.as_str())
+        .text(scope.project.as_str())
+        .text(indexed.key);
+    if let Some((op, value)) = &indexed.condition {
+        sql.push(&format!(" AND d.value {op} ?"))
+            .bind(value.clone());
+    }
+}
+
+/// Appends the conditions of a driving clause: those of its index, and for a metric that
+/// the value is a number, because NaN is stored as 0 with `is_nan` set and the index cannot
+/// tell the two apart.
+fn push_driving_conditions(sql: &mut SqlBuilder, scope: &Scope, indexed: &IndexedClause<'_>) {
+    push_index_conditions(sql, scope, indexed);
+    if indexed.table == "tracking_latest_metrics" {
+        sql.push(" AND d.is_nan = 0");
+    }
+}
+
+impl SqlTrackingStore {
+    /// Returns `COUNT(*)` of the rows of `inner`, reading at most `limit` of them.
+    async fn bounded_count(&self, mut inner: SqlBuilder, limit: i64) -> Result<i64, TrackingError> {
+        let mut sql = SqlBuilder::default();
+        sql.push("SELECT COUNT(*) FROM (");
+        sql.push(&inner.text);
+        sql.binds.append(&mut inner.binds);
+        sql.push(" LIMIT ?) c").bind(Bind::Int(limit));
+        let rows = self.fetch_all(&sql).await?;
+        let count = match rows.first() {
+            Some(row) => row.try_get::<i64, _>(0)?,
+            None => 0,
+        };
+        Ok(count)
+    }
+
+    /// Counts the runs of the searched experiments and view, reading at most `limit`.
+    async fn count_runs(
+        &self,
+        scope: &Scope,
+        query: &RunQuery,
+        limit: i64,
+    ) -> Result<i64, TrackingError> {
+        let mut runs = SqlBuilder::default();
+        runs.push("SELECT 1 FROM tracking_runs r WHERE r.tenant_id = ? AND r.project_id = ?")
+            .text(scope.tenant.as_str())
+            .text(scope.project.as_str());
+        push_run_scope(&mut runs, query);
+        self.bounded_count(runs, limit).await
+    }
+
+    /// Chooses the plan of a run search as the module documentation describes.
+    pub(crate) async fn run_plan(
+        &self,
+        scope: &Scope,
+        query: &RunQuery,
+    ) -> Result<RunPlan, TrackingError> {
+        let candidates: Vec<(usize, IndexedClause<'_>)> = query
+            .filter
+            .clauses
+            .iter()
+            .enumerate()
+            .filter_map(|(position, clause)| indexed(clause).map(|index| (position, index)))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(RunPlan::Scan);
+        }
+
+        if self.count_runs(scope, query, SCAN_ALWAYS + 1).await? <= SCAN_ALWAYS {
+            return Ok(RunPlan::Scan);
+        }
+
+        let mut best: Option<(usize, i64)> = None;
+        let mut limit = COUNT_LIMIT;
+        for (position, index) in &candidates {
+            let mut matches = SqlBuilder::default();
+            matches.push(&format!("SELECT 1 FROM {} d WHERE ", index.table));
+            push_index_conditions(&mut matches, scope, index);
+            let count = self.bounded_count(matches, limit).await?;
+            if count < limit {
+                best = Some((*position, count));
+                limit = count;
+            }
+        }
+        let Some((position, matches)) = best else {
+            return Ok(RunPlan::Scan);
+        };
+        // An experiment with no more runs than the clause has matches is scanned.
+        if matches > SCAN_ALWAYS && self.count_runs(scope, query, matches + 1).await? <= matches {
+            return Ok(RunPlan::Scan);
+        }
+        let page_rows = i64::from(query.max_results)
+            .saturating_add(1)
+            .saturating_add(i64::try_from(query.offset).unwrap_or(i64::MAX));
+        if query.order_by.is_empty() && matches > page_rows.saturating_mul(SCAN_RATIO) {
+            return Ok(RunPlan::Scan);
+        }
+        Ok(RunPlan::Drive(position))
+    }
+
+    /// Runs the search with `plan` and loads the details of the page's runs.
+    pub(crate) async fn search_runs_with(
+        &self,
+        scope: &Scope,
+        query: &RunQuery,
+        plan: RunPlan,
+    ) -> Result<Page<Run>, TrackingError> {
+        let dialect = self.db().dialect();
+        let mut sql = SqlBuilder::default();
+        match plan {
+            RunPlan::Drive(position) => {
+                let index = query
+                    .filter
+                    .clauses
+                    .get(position)
+                    .and_then(indexed)
+                    .ok_or_else(|| {
+                        TrackingError::InvalidState(format!(
+                            "run search plan names clause {position}, which no index serves"
+                        ))
+                    })?;
+                // CROSS JOIN makes SQLite read `d` first; PostgreSQL plans it as an inner join.
+                sql.push(&format!(
+                    "SELECT {RUN_COLUMNS} FROM {} d CROSS JOIN tracking_runs r WHERE ",
+                    index.table
+                ));
+                push_driving_conditions(&mut sql, scope, &index);
+                sql.push(
+                    " AND r.tenant_id = d.tenant_id AND r.project_id = d.project_id AND \
+                     r.run_id = d.run_id",
+                );
+            }
+            RunPlan::Scan => {
+                sql.push(&format!(
+                    "SELECT {RUN_COLUMNS} FROM tracking_runs r WHERE r.tenant_id = ? AND \
+                     r.project_id = ?"
+                ))
+                .text(scope.tenant.as_str())
+                .text(scope.project.as_str());
+            }
+        }
+        push_run_scope(&mut sql, query);
+        for (position, clause) in query.filter.clauses.iter().enumerate() {
+            // The join already applies the driving clause.
+            if plan != RunPlan::Drive(position) {
+                run_clause(&mut sql, dialect, clause);
+            }
+        }
+        run_order(&mut sql, &query.order_by);
+        sql.page(query.max_results, query.offset);
+        let rows = self.fetch_all(&sql).await?;
+        let infos = rows
+            .iter()
+            .map(run_info_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Page { items, next_offset } = page(infos, query.max_results, query.offset);
+        Ok(Page {
+            items: self.complete_runs(scope, items).await?,
+            next_offset,
+        })
+    }
+
+    /// Loads params, tags, latest metrics and outputs of `infos`, keeping their order. One
+    /// statement per [`IN_CHUNK`] runs returns one row per run, with each kind of detail
+    /// aggregated into a JSON array by the database.
+    pub(crate) async fn complete_runs(
+        &self,
+        scope: &Scope,
+        infos: Vec<RunInfo>,
+    ) -> Result<Vec<Run>, TrackingError> {
+        let dialect = self.db().dialect();
+        let mut details: HashMap<String, RunDetails> = HashMap::with_capacity(infos.len());
+        let ids: Vec<Bind> = infos
+            .iter()
+            .map(|info| Bind::Text(info.run_id.clone()))
+            .collect();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let mut sql = SqlBuilder::default();
+            sql.push(&details_statement(dialect))
+                .text(scope.tenant.as_str())
+                .text(scope.project.as_str())
+                .list(chunk.iter().cloned());
+            for row in self.fetch_all(&sql).await? {
+                let run_id: String = row.try_get("run_id")?;
+                let parsed = RunDetails::from_json(
+                    &run_id,
+                    &row.try_get::<String, _>("params")?,
+                    &row.try_get::<String, _>("tags")?,
+                    &row.try_get::<String, _>("metrics")?,
+                    &row.try_get::<String, _>("outputs")?,
+                )?;
+                details.insert(run_id, parsed);
+            }
+        }
+        Ok(infos
+            .into_iter()
+            .map(|info| {
+                let found = details.remove(&info.run_id).unwrap_or_default();
+                Run {
+                    info,
+                    metrics: found.metrics,
+                    params: found.params,
+                    tags: found.tags,
+                    outputs: found.outputs,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Appends the experiment and lifecycle conditions of a run search on the alias `r`.
+fn push_run_scope(sql: &mut SqlBuilder, query: &RunQuery) {
+    sql.push(" AND r.experiment_id IN ")
+        .list(query.experiment_ids.iter().map(|id| Bind::Int(*id)))
+        .push(" AND r.lifecycle_stage IN ")
+        .list(
+            query
+                .view
+                .stages()
+                .iter()
+                .map(|s| Bind::Text((*s).to_owned())),
+        );
+}
+
+/// Returns the statement that loads the details of the runs whose ids follow as an
+/// `IN (…)` list, after the tenant and the project.
+///
+/// Metric values travel as text, because a JSON number would pass through a float parser
+/// that is not exact: SQLite's `%!.17g` and PostgreSQL's `float8` output both round-trip,
+/// and infinities come out as `Inf` and `Infinity`, which Rust's `f64` parser reads.
+fn details_statement(dialect: Dialect) -> String {
+    let aggregate = |pair: &str, table: &str, alias: &str| match dialect {
+        Dialect::Sqlite => format!(
+            "(SELECT json_group_array(json_array({pair})) FROM {table} {alias} WHERE \
+             {alias}.tenant_id = r.tenant_id AND {alias}.project_id = r.project_id AND \
+             {alias}.run_id = r.run_id)"
+        ),
+        Dialect::Postgres => format!(
+            "(SELECT COALESCE(json_agg(json_build_array({pair}))::text, '[]') FROM {table} \
+             {alias} WHERE {alias}.tenant_id = r.tenant_id AND {alias}.project_id = \
+             r.project_id AND {alias}.run_id = r.run_id)"
+        ),
+    };
+    let metric_value = match dialect {
+        Dialect::Sqlite => "printf('%!.17g', m.value)",
+        Dialect::Postgres => "m.value::text",
+    };
+    format!(
+        "SELECT r.run_id, {params} AS params, {tags} AS tags, {metrics} AS metrics, \
+         {outputs} AS outputs FROM tracking_runs r WHERE r.tenant_id = ? AND \
+         r.project_id = ? AND r.run_id IN ",
+        params = aggregate("p.key, p.value", "tracking_params", "p"),
+        tags = aggregate("t.key, t.value", "tracking_run_tags", "t"),
+        metrics = aggregate(
+            &format!("m.key, {metric_value}, m.is_nan, m.timestamp, m.step"),
+            "tracking_latest_metrics",
+            "m"
+        ),
+        outputs = aggregate("o.model_id, o.step", "tracking_run_outputs", "o"),
+    )
+}
+
+/// The params, tags, latest metrics and outputs of one run, each sorted by key.
+#[derive(Default)]
+struct RunDetails {
+    params: Vec<Param>,
+    tags: Vec<Tag>,
+    metrics: Vec<Metric>,
+    outputs: Vec<ModelOutput>,
+}
+
+impl RunDetails {
+    fn from_json(
+        run_id: &str,
+        params: &str,
+        tags: &str,
+        metrics: &str,
+        outputs: &str,
+    ) -> Result<Self, TrackingError> {
+        let mut params: Vec<Param> = parse_details::<(String, String)>(run_id, "params", params)?
+            .into_iter()
+            .map(|(key, value)| Param { key, value })
+            .collect();
+        params.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut tags: Vec<Tag> = parse_details::<(String, String)>(run_id, "tags", tags)?
+            .into_iter()
+            .map(|(key, value)| Tag { key, value })
+            .collect();
+        tags.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut parsed_metrics = Vec::new();
+        for (key, value, is_nan, timestamp, step) in
+            parse_details::<(String, String, i64, i64, i64)>(run_id, "metrics", metrics)?
+        {
+            let value = if is_nan != 0 {
+                f64::NAN
+            } else {
+                value.parse::<f64>().map_err(|_| {
+                    super::query::corrupt(
+                        "metric value",
+                        &format!("{value} (run {run_id}, key {key})"),
+                    )
+                })?
+            };
+            parsed_metrics.push(Metric {
+                key,
+                value,
+                timestamp,
+                step,
+                model_id: String::new(),
+            });
+        }
+        parsed_metrics.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut outputs: Vec<ModelOutput> =
+            parse_details::<(String, i64)>(run_id, "outputs", outputs)?
+                .into_iter()
+                .map(|(model_id, step)| ModelOutput { model_id, step })
+                .collect();
+        outputs.sort_by(|a, b| a.model_id.cmp(&b.model_id));
+        Ok(Self {
+            params,
+            tags,
+            metrics: parsed_metrics,
+            outputs,
+        })
+    }
+}
+
+fn parse_details<T: DeserializeOwned>(
+    run_id: &str,
+    what: &'static str,
+    json: &str,
+) -> Result<Vec<T>, TrackingError> {
+    serde_json::from_str(json).map_err(|error| {
+        TrackingError::Meta(ghaf_meta::MetaError::Corrupt {
+            what,
+            message: format!("the {what} of run {run_id} did not load as JSON: {error}"),
+        })
+    })
+}
