@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ghaf_client::Client;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -76,6 +77,35 @@ pub struct Replayed {
     pub infer_time: Duration,
     pub label_time: Duration,
     pub monitor_time: Duration,
+    /// Progress of the replay in days, drawn on standard error when it is a terminal.
+    progress: Option<ProgressBar>,
+}
+
+impl Replayed {
+    /// Prints a line of the replay's log above the progress bar.
+    fn say(&self, line: &str) {
+        say(self.progress.as_ref(), line);
+    }
+}
+
+fn say(progress: Option<&ProgressBar>, line: &str) {
+    match progress {
+        Some(bar) => bar.suspend(|| println!("{line}")),
+        None => println!("{line}"),
+    }
+}
+
+/// A bar over the replayed days; indicatif hides it when standard error is not a terminal.
+fn day_bar(days: usize) -> ProgressBar {
+    let bar = ProgressBar::new(days as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "       replaying [{bar:30}] {pos}/{len} days, {msg} ({elapsed}, about {eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 /// Replays the flights after the training period. `flights` is every flight read, in any
@@ -95,7 +125,10 @@ pub async fn replay(
                 .push(index);
         }
     }
-    let mut out = Replayed::default();
+    let mut out = Replayed {
+        progress: Some(day_bar(days.len())),
+        ..Replayed::default()
+    };
     let mut materialized_until: Option<i64> = None;
     // Each day's labels are posted while the next days replay, and every post has finished
     // before the monitor evaluates.
@@ -146,6 +179,10 @@ pub async fn replay(
             });
         }
         out.days += 1;
+        if let Some(bar) = &out.progress {
+            bar.set_message(format!("{} flights", thousands(out.rows)));
+            bar.inc(1);
+        }
 
         follow_retraining(client, project, date, &mut out).await?;
         follow_rollout(client, date, project, &mut out).await?;
@@ -172,6 +209,9 @@ pub async fn replay(
             print_week(&week, &out);
             out.weeks.push(week);
         }
+    }
+    if let Some(bar) = out.progress.take() {
+        bar.finish_and_clear();
     }
     Ok(out)
 }
@@ -283,6 +323,7 @@ async fn follow_retraining(
     date: (u32, u32),
     out: &mut Replayed,
 ) -> anyhow::Result<()> {
+    let progress = out.progress.clone();
     let Some(retraining) = out.retraining.as_mut() else {
         return Ok(());
     };
@@ -301,8 +342,8 @@ async fn follow_retraining(
         return Ok(());
     }
     let outcome = training::finished(&job).map_err(|error| format!("{error:#}"));
-    match &outcome {
-        Ok(done) => println!(
+    let line = match &outcome {
+        Ok(done) => format!(
             "       {} {:>2}: retraining job {} registered version {} (holdout AUC {:.4}, the champion scored {} on that holdout); gate: {}",
             month_name(date.0),
             date.1,
@@ -313,12 +354,13 @@ async fn follow_retraining(
                 .map_or_else(|| "nothing".to_owned(), |score| format!("{score:.4}")),
             done.gate_reason
         ),
-        Err(error) => println!(
+        Err(error) => format!(
             "       {} {:>2}: retraining failed: {error}",
             month_name(date.0),
             date.1
         ),
-    }
+    };
+    say(progress.as_ref(), &line);
     retraining.outcome = Some(outcome);
     retraining.ended_on = Some(date);
     Ok(())
@@ -347,7 +389,7 @@ async fn follow_rollout(
         last["status"] != rollout["status"] || last["step"] != rollout["step"]
     });
     if changed {
-        println!(
+        out.say(&format!(
             "       {} {:>2}: rollout of version {} is {} at step {}{}",
             month_name(date.0),
             date.1,
@@ -358,7 +400,7 @@ async fn follow_rollout(
                 .as_str()
                 .map(|reason| format!(" ({reason})"))
                 .unwrap_or_default()
-        );
+        ));
         out.rollouts.push((date, rollout));
     }
     Ok(())
@@ -378,7 +420,7 @@ fn print_week(week: &WeekReport, out: &Replayed) {
         .recent_rows
         .map(|rows| format!("; recent training set {} rows", thousands(rows)))
         .unwrap_or_default();
-    println!(
+    out.say(&format!(
         "       {} {:>2}: {} flights so far in {} requests; drift share {:.2} over the newest {} predictions (top: {}){recent}{}",
         month_name(week.month),
         week.day,
@@ -395,5 +437,5 @@ fn print_week(week: &WeekReport, out: &Replayed) {
             ),
             _ => String::new(),
         }
-    );
+    ));
 }
