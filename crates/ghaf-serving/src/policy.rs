@@ -129,7 +129,7 @@ pub struct ShadowSpec {
     pub percent: f64,
 }
 
-/// Where an automated rollout stands.
+/// State of an automated rollout: its status, step, failed checks and check window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutState {

@@ -8,56 +8,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{env, env_with_loader, register, trained_model};
+use common::{HookedLoader, env, env_with_loader, register, trained_model};
 use ghaf_runtime::{InferRequest, Tensor, TensorData};
-use ghaf_serving::loader::{LoadError, LoadedModel, ModelLoader, RegistryLoader};
+use ghaf_serving::loader::{LoadError, ModelLoader, RegistryLoader};
 use ghaf_serving::{DeploySpec, InferContext, ServingError};
-use ghaf_tracking::Scope;
 
 /// Counts loads and fails the first `fail_first` of them for a transient reason.
-struct CountingLoader {
+fn counting_loader(
     inner: RegistryLoader,
     loads: Arc<AtomicUsize>,
     fail_first: usize,
-}
-
-#[async_trait::async_trait]
-impl ModelLoader for CountingLoader {
-    async fn check_exists(
-        &self,
-        scope: &Scope,
-        model: &str,
-        version: i64,
-    ) -> Result<(), LoadError> {
-        self.inner.check_exists(scope, model, version).await
-    }
-
-    async fn resolve_alias(
-        &self,
-        scope: &Scope,
-        model: &str,
-        alias: &str,
-    ) -> Result<i64, LoadError> {
-        self.inner.resolve_alias(scope, model, alias).await
-    }
-
-    async fn load(
-        &self,
-        scope: &Scope,
-        model: &str,
-        version: i64,
-        execution_provider: &str,
-    ) -> Result<LoadedModel, LoadError> {
-        let attempt = self.loads.fetch_add(1, Ordering::SeqCst);
-        if attempt < self.fail_first {
-            return Err(LoadError::Transient(
-                "the blob store did not answer (injected)".into(),
-            ));
-        }
-        self.inner
-            .load(scope, model, version, execution_provider)
-            .await
-    }
+) -> Arc<dyn ModelLoader> {
+    Arc::new(
+        HookedLoader::new(inner, loads).before_load(move |_, attempt| {
+            if attempt < fail_first {
+                return Err(LoadError::Transient(
+                    "the blob store did not answer (injected)".into(),
+                ));
+            }
+            Ok(())
+        }),
+    )
 }
 
 fn deploy(model: &str, version: i64) -> DeploySpec {
@@ -96,14 +67,7 @@ async fn transient_load_failure_is_retried() {
     let (meta, _dir) = ghaf_meta::testing::sqlite_store().await;
     let loads = Arc::new(AtomicUsize::new(0));
     let counter = loads.clone();
-    let env = env_with_loader(meta, move |inner| {
-        Arc::new(CountingLoader {
-            inner,
-            loads: counter,
-            fail_first: 1,
-        })
-    })
-    .await;
+    let env = env_with_loader(meta, move |inner| counting_loader(inner, counter, 1)).await;
     let (version, _) = register(&env, "flaky", &trained_model()).await;
     env.serving
         .create(
@@ -167,14 +131,7 @@ async fn reload_after_update_on_another_replica_loads_once() {
     let (meta, _dir) = ghaf_meta::testing::sqlite_store().await;
     let loads = Arc::new(AtomicUsize::new(0));
     let counter = loads.clone();
-    let env = env_with_loader(meta, move |inner| {
-        Arc::new(CountingLoader {
-            inner,
-            loads: counter,
-            fail_first: 0,
-        })
-    })
-    .await;
+    let env = env_with_loader(meta, move |inner| counting_loader(inner, counter, 0)).await;
     let (version, _) = register(&env, "shared", &trained_model()).await;
     env.serving
         .create(

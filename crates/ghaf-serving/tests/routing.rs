@@ -9,70 +9,30 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Env, env, env_with_loader, register};
+use common::{Env, HookedLoader, env, env_with_loader, register};
 use ghaf_runtime::{InferRequest, InferResponse, Tensor, TensorData};
-use ghaf_serving::loader::{LoadError, LoadedModel, ModelLoader, RegistryLoader};
+use ghaf_serving::loader::{LoadError, RegistryLoader};
 use ghaf_serving::policy::{
     AbSpec, CanaryChecks, CanarySpec, QualityCheck, RolloutState, RolloutStatus, ShadowSpec,
     StickyKey, TrafficPolicy,
 };
 use ghaf_serving::{DeploySpec, InferContext, PolicyUpdate, ServeError, ServingService, Variant};
-use ghaf_tracking::{Scope, TrackingStore};
+use ghaf_tracking::TrackingStore;
 use ghaf_train::{Column, Dataset, GbdtParams, Model, train_gbdt};
-
-/// Counts loads per model name and fails every load of the model named `broken`.
-struct CountingLoader {
-    inner: RegistryLoader,
-    loads: Arc<AtomicUsize>,
-}
-
-#[async_trait::async_trait]
-impl ModelLoader for CountingLoader {
-    async fn check_exists(
-        &self,
-        scope: &Scope,
-        model: &str,
-        version: i64,
-    ) -> Result<(), LoadError> {
-        self.inner.check_exists(scope, model, version).await
-    }
-
-    async fn resolve_alias(
-        &self,
-        scope: &Scope,
-        model: &str,
-        alias: &str,
-    ) -> Result<i64, LoadError> {
-        self.inner.resolve_alias(scope, model, alias).await
-    }
-
-    async fn load(
-        &self,
-        scope: &Scope,
-        model: &str,
-        version: i64,
-        execution_provider: &str,
-    ) -> Result<LoadedModel, LoadError> {
-        self.loads.fetch_add(1, Ordering::SeqCst);
-        if model == "broken" {
-            return Err(LoadError::Failed(
-                "the model file is unreadable (injected)".into(),
-            ));
-        }
-        self.inner
-            .load(scope, model, version, execution_provider)
-            .await
-    }
-}
 
 async fn counting_env(meta: ghaf_meta::SqlMetaStore) -> (Env, Arc<AtomicUsize>) {
     let loads = Arc::new(AtomicUsize::new(0));
     let counter = loads.clone();
     let env = env_with_loader(meta, move |inner| {
-        Arc::new(CountingLoader {
-            inner,
-            loads: counter,
-        })
+        // Counts loads and fails every load of the model named `broken`.
+        Arc::new(HookedLoader::new(inner, counter).before_load(|model, _| {
+            if model == "broken" {
+                return Err(LoadError::Failed(
+                    "the model file is unreadable (injected)".into(),
+                ));
+            }
+            Ok(())
+        }))
     })
     .await;
     (env, loads)
@@ -947,59 +907,26 @@ impl ghaf_runtime::Predictor for GatedPredictor {
 }
 
 /// Loads models through the registry and gates the predictions of the model named `slow`.
-struct GatedLoader {
-    inner: RegistryLoader,
-    open: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[async_trait::async_trait]
-impl ModelLoader for GatedLoader {
-    async fn check_exists(
-        &self,
-        scope: &Scope,
-        model: &str,
-        version: i64,
-    ) -> Result<(), LoadError> {
-        self.inner.check_exists(scope, model, version).await
-    }
-
-    async fn resolve_alias(
-        &self,
-        scope: &Scope,
-        model: &str,
-        alias: &str,
-    ) -> Result<i64, LoadError> {
-        self.inner.resolve_alias(scope, model, alias).await
-    }
-
-    async fn load(
-        &self,
-        scope: &Scope,
-        model: &str,
-        version: i64,
-        execution_provider: &str,
-    ) -> Result<LoadedModel, LoadError> {
-        let mut loaded = self
-            .inner
-            .load(scope, model, version, execution_provider)
-            .await?;
-        if model == "slow" {
-            loaded.predictor = Arc::new(GatedPredictor {
-                inner: loaded.predictor,
-                open: self.open.clone(),
-            });
-        }
-        Ok(loaded)
-    }
-}
-
 #[tokio::test]
 async fn stalled_shadow_bounds_mirrors() {
     let (meta, _dir) = ghaf_meta::testing::sqlite_store().await;
     let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let gate = open.clone();
+    // Models named `slow` get a predictor that waits while `open` is false.
     let env = env_with_loader(meta, move |inner| {
-        Arc::new(GatedLoader { inner, open: gate })
+        Arc::new(
+            HookedLoader::new(inner, Arc::new(AtomicUsize::new(0))).after_load(
+                move |model, mut loaded| {
+                    if model == "slow" {
+                        loaded.predictor = Arc::new(GatedPredictor {
+                            inner: loaded.predictor,
+                            open: gate.clone(),
+                        });
+                    }
+                    loaded
+                },
+            ),
+        )
     })
     .await;
     let (first, _) = two_versions(&env, "mirrored").await;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use ghaf_blob::{BlobConfig, BlobStore};
 use ghaf_core::{Name, PrincipalId, TenantId};
 use ghaf_ingest::IngestService;
 use ghaf_meta::{MetaStore, SqlMetaStore};
-use ghaf_serving::loader::{ModelLoader, RegistryLoader};
+use ghaf_serving::loader::{LoadError, LoadedModel, ModelLoader, RegistryLoader};
 use ghaf_serving::{EndpointScope, ServingService};
 use ghaf_tracking::{
     FileKeyStore, NewLoggedModel, NewRun, RegisterVersion, Scope, SqlTrackingStore,
@@ -196,4 +197,83 @@ pub async fn settled(env: &Env, endpoint: &str) -> ghaf_serving::VariantStatus {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("endpoint {endpoint} still loading");
+}
+
+/// Check run before each load with the model name and the zero-based load count; an error
+/// it returns fails that load.
+pub type BeforeLoad = Box<dyn Fn(&str, usize) -> Result<(), LoadError> + Send + Sync>;
+
+/// Change applied to each loaded model, such as a predictor that stalls.
+pub type AfterLoad = Box<dyn Fn(&str, LoadedModel) -> LoadedModel + Send + Sync>;
+
+/// The registry loader with hooks around each load, which counts every load in `loads`.
+pub struct HookedLoader {
+    inner: RegistryLoader,
+    loads: Arc<AtomicUsize>,
+    before: BeforeLoad,
+    after: AfterLoad,
+}
+
+impl HookedLoader {
+    pub fn new(inner: RegistryLoader, loads: Arc<AtomicUsize>) -> Self {
+        Self {
+            inner,
+            loads,
+            before: Box::new(|_, _| Ok(())),
+            after: Box::new(|_, loaded| loaded),
+        }
+    }
+
+    pub fn before_load(
+        mut self,
+        hook: impl Fn(&str, usize) -> Result<(), LoadError> + Send + Sync + 'static,
+    ) -> Self {
+        self.before = Box::new(hook);
+        self
+    }
+
+    pub fn after_load(
+        mut self,
+        hook: impl Fn(&str, LoadedModel) -> LoadedModel + Send + Sync + 'static,
+    ) -> Self {
+        self.after = Box::new(hook);
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelLoader for HookedLoader {
+    async fn check_exists(
+        &self,
+        scope: &ghaf_tracking::Scope,
+        model: &str,
+        version: i64,
+    ) -> Result<(), LoadError> {
+        self.inner.check_exists(scope, model, version).await
+    }
+
+    async fn resolve_alias(
+        &self,
+        scope: &ghaf_tracking::Scope,
+        model: &str,
+        alias: &str,
+    ) -> Result<i64, LoadError> {
+        self.inner.resolve_alias(scope, model, alias).await
+    }
+
+    async fn load(
+        &self,
+        scope: &ghaf_tracking::Scope,
+        model: &str,
+        version: i64,
+        execution_provider: &str,
+    ) -> Result<LoadedModel, LoadError> {
+        let attempt = self.loads.fetch_add(1, Ordering::SeqCst);
+        (self.before)(model, attempt)?;
+        let loaded = self
+            .inner
+            .load(scope, model, version, execution_provider)
+            .await?;
+        Ok((self.after)(model, loaded))
+    }
 }

@@ -95,7 +95,8 @@ fn say(progress: Option<&ProgressBar>, line: &str) {
     }
 }
 
-/// A bar over the replayed days; indicatif hides it when standard error is not a terminal.
+/// Builds the progress bar over the replayed days. indicatif hides it when standard error is
+/// not a terminal.
 fn day_bar(days: usize) -> ProgressBar {
     let bar = ProgressBar::new(days as u64);
     bar.set_style(
