@@ -18,12 +18,16 @@ use crate::FeatureError;
 /// Maps key tuples to dense ids. One integer key is hashed directly; other keys go through
 /// Arrow's row format, whose bytes are equal exactly when the key tuples are equal.
 enum KeyMap {
-    Int(HashMap<i64, u32>),
+    Int(HashMap<i64, u32, KeyHasher>),
     Bytes {
         converter: RowConverter,
-        ids: HashMap<Box<[u8]>, u32>,
+        ids: HashMap<Box<[u8]>, u32, KeyHasher>,
     },
 }
+
+/// Hasher of the key maps: a fast non-cryptographic hash, because every feature row and
+/// every lookup hashes its key once.
+type KeyHasher = foldhash::fast::RandomState;
 
 /// Row encodings of one table's key columns, for lookups in a [`KeyMap`].
 enum EncodedKeys<'a> {
@@ -31,10 +35,20 @@ enum EncodedKeys<'a> {
     Rows(Rows),
 }
 
+impl EncodedKeys<'_> {
+    /// Whether rows `a` and `b` have the same key tuple.
+    fn same_key(&self, a: usize, b: usize) -> bool {
+        match self {
+            EncodedKeys::Int(values) => values.value(a) == values.value(b),
+            EncodedKeys::Rows(rows) => rows.row(a) == rows.row(b),
+        }
+    }
+}
+
 impl KeyMap {
     fn new(columns: &[ArrayRef]) -> Result<Self, FeatureError> {
         if columns.len() == 1 && columns[0].data_type() == &DataType::Int64 {
-            return Ok(KeyMap::Int(HashMap::new()));
+            return Ok(KeyMap::Int(HashMap::default()));
         }
         let fields = columns
             .iter()
@@ -42,7 +56,7 @@ impl KeyMap {
             .collect();
         Ok(KeyMap::Bytes {
             converter: RowConverter::new(fields)?,
-            ids: HashMap::new(),
+            ids: HashMap::default(),
         })
     }
 
@@ -166,6 +180,78 @@ impl AsOfIndex {
             rows: order.iter().map(|e| e.3).collect(),
             positions,
         })
+    }
+
+    /// Builds the index over feature rows that are already in index order: sorted by key
+    /// run, then event time, then created time, with no null key. This is the order of
+    /// [`AsOfIndex::sorted_rows`], so row `i` of the input is sorted position `i`. The
+    /// build is one linear pass. Input out of that order, such as a damaged cache file,
+    /// fails with `Corrupt`.
+    pub fn from_sorted(
+        key_columns: &[ArrayRef],
+        events: &[i64],
+        created: Option<&[Option<i64>]>,
+    ) -> Result<Self, FeatureError> {
+        let row_count = events.len();
+        if row_count > u32::MAX as usize - 1 {
+            return Err(FeatureError::Corrupt {
+                what: "feature table",
+                message: format!("{row_count} rows exceed the index maximum"),
+            });
+        }
+        let unsorted = |row: usize, reason: &str| FeatureError::Corrupt {
+            what: "feature table",
+            message: format!("row {row} is out of index order: {reason}"),
+        };
+        let mut keys = KeyMap::new(key_columns)?;
+        let encoded = keys.encode(key_columns)?;
+        let mut starts = Vec::new();
+        for row in 0..row_count {
+            if any_null(key_columns, row) {
+                return Err(unsorted(row, "its key is null"));
+            }
+            let created_at = created.and_then(|c| c[row]).unwrap_or(i64::MIN);
+            if row > 0 && encoded.same_key(row - 1, row) {
+                let previous = created.and_then(|c| c[row - 1]).unwrap_or(i64::MIN);
+                if (events[row - 1], previous) > (events[row], created_at) {
+                    return Err(unsorted(row, "its event or created time is earlier"));
+                }
+                continue;
+            }
+            let known = keys.len();
+            if keys.intern(&encoded, row) as usize != known {
+                return Err(unsorted(row, "its key also has an earlier run"));
+            }
+            starts.push(row as u32);
+        }
+        drop(encoded);
+        starts.push(row_count as u32);
+        let identity: Vec<u32> = (0..row_count as u32).collect();
+        Ok(AsOfIndex {
+            keys,
+            key_types: key_columns.iter().map(|c| c.data_type().clone()).collect(),
+            starts,
+            events: events.to_vec(),
+            rows: identity.clone(),
+            positions: identity,
+        })
+    }
+
+    /// Source rows in sorted order: the rows of each key run, by event time and created
+    /// time. Skipped rows are not included.
+    pub fn sorted_rows(&self) -> &[u32] {
+        &self.rows
+    }
+
+    /// Returns the index over the rows taken in [`AsOfIndex::sorted_rows`] order: the
+    /// same keys, runs and times, with sorted position `i` as source row `i`.
+    pub fn into_sorted(self) -> Self {
+        let identity: Vec<u32> = (0..self.rows.len() as u32).collect();
+        AsOfIndex {
+            rows: identity.clone(),
+            positions: identity,
+            ..self
+        }
     }
 
     /// Arrow types of the key columns, which lookup columns must have.

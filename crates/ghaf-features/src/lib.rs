@@ -12,6 +12,7 @@ pub mod online;
 mod push;
 mod service;
 pub mod store;
+mod table_cache;
 mod training;
 mod value;
 mod view;
@@ -31,6 +32,7 @@ pub use service::{
     TrainingSetOutcome, TrainingSetRequest, format_micros,
 };
 pub use store::{FeatureDb, Materialization, StoredJoinKey, StoredView};
+pub use table_cache::{TableCache, TableKey};
 pub use training::{DEFAULT_TIMESTAMP_COLUMN, ViewSelection, point_in_time_join, timestamp_column};
 pub use value::json_value;
 pub use view::{CompiledFeature, CompiledView, FeatureTable, JoinKey, cast_keys, micros};

@@ -6,23 +6,27 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, RecordBatch, RecordBatchReader};
+use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, SchemaRef};
 use ghaf_core::{ProjectId, TenantId};
 use ghaf_ingest::{
     DatasetSchema, DatasetVersion, IngestInput, IngestService, InputFormat, PushFormat, ReadOptions,
 };
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::FeatureError;
 use crate::apply::{Change, Plan, PlannedChange, changed_fields, mentions};
 use crate::definition::{Definitions, Entity, FeatureRef, FeatureServiceSpec, KeyType};
-use crate::online::{EntityKey, KeyValue, OnlineRow, OnlineScope, OnlineStore, resolve};
+use crate::online::{
+    DefinitionCache, EntityKey, KeyValue, OnlineRow, OnlineScope, OnlineStore, OnlineView, resolve,
+};
 use crate::push::{PushTarget, batch_of, rows_of};
 use crate::store::{FeatureDb, Materialization, StoredJoinKey, StoredView};
+use crate::table_cache::{TableCache, TableKey};
 use crate::training::{ViewSelection, point_in_time_join, timestamp_column};
 use crate::value::json_value;
 use crate::view::{CompiledView, FeatureTable};
@@ -168,6 +172,24 @@ pub struct PushReport {
     pub skipped_views: Vec<String>,
 }
 
+/// Empties the online definition cache when dropped.
+struct InvalidateOnDrop<'a>(&'a DefinitionCache);
+
+impl Drop for InvalidateOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.invalidate();
+    }
+}
+
+/// One view version referenced by an online read, resolved, with its features in request
+/// order.
+struct OnlineGroup {
+    view: Arc<OnlineView>,
+    /// The version as referenced: `None` for the latest.
+    version: Option<i64>,
+    features: Vec<(usize, String)>,
+}
+
 /// One view version referenced by a request, with its features in request order.
 struct ViewGroup {
     view: String,
@@ -182,6 +204,10 @@ pub struct FeatureStore {
     ingest: IngestService,
     online: Arc<dyn OnlineStore>,
     cache: Mutex<Vec<(CacheKey, Arc<LoadedView>)>>,
+    /// Views and services resolved by online reads; emptied by [`FeatureStore::apply`].
+    definitions: DefinitionCache,
+    /// Feature tables persisted on disk across restarts; `None` keeps them in memory only.
+    tables: Option<TableCache>,
 }
 
 fn now_micros() -> i64 {
@@ -209,7 +235,23 @@ impl FeatureStore {
             ingest,
             online,
             cache: Mutex::new(Vec::new()),
+            definitions: DefinitionCache::default(),
+            tables: None,
         }
+    }
+
+    /// Persists computed feature tables in `tables` and reads them back after a restart.
+    pub fn with_table_cache(mut self, tables: TableCache) -> Self {
+        self.tables = Some(tables);
+        self
+    }
+
+    /// Sets how long online reads reuse the views and feature services they read, which
+    /// bounds how late they see definitions applied through another server on the same
+    /// database (default [`crate::online::DEFINITION_CACHE_TTL`]).
+    pub fn with_definition_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.definitions = DefinitionCache::new(ttl);
+        self
     }
 
     pub fn db(&self) -> &FeatureDb {
@@ -401,6 +443,9 @@ impl FeatureStore {
         plan: &Plan,
         actor: &str,
     ) -> Result<(), FeatureError> {
+        // Every write below may already be committed when a later one fails, or when the
+        // caller drops this future, so the cache is emptied on every exit.
+        let _invalidate = InvalidateOnDrop(&self.definitions);
         for (entity, change) in plan.entities.iter().zip(&plan.changes) {
             if change.change != Change::Unchanged {
                 self.db
@@ -494,17 +539,14 @@ impl FeatureStore {
     ) -> Result<RecordBatch, FeatureError> {
         let digest = IngestService::digest(&version.content_digest)?;
         let bytes = self.ingest.blobs().get(tenant, &digest).await?;
-        tokio::task::spawn_blocking(move || {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-            let schema = reader.schema();
-            let batches = reader.collect::<Result<Vec<_>, _>>()?;
-            Ok(concat_batches(&schema, &batches)?)
-        })
-        .await
-        .map_err(|error| FeatureError::Online(format!("the read worker stopped: {error}")))?
+        tokio::task::spawn_blocking(move || read_parquet(bytes))
+            .await
+            .map_err(|error| FeatureError::Online(format!("the read worker stopped: {error}")))?
     }
 
-    /// Loads a view version over its dataset version: compiled, with its feature table.
+    /// Loads a view version over its dataset version: compiled, with its feature table in
+    /// index order. The table comes from memory, else from the table cache directory, else
+    /// it is computed from the dataset version and written to the table cache.
     pub async fn load_view(
         &self,
         tenant: &TenantId,
@@ -525,15 +567,43 @@ impl FeatureStore {
             return Ok(found);
         }
 
-        let batch = self.read_version(tenant, &dataset_version).await?;
+        let started = std::time::Instant::now();
         let entities = stored.entities(&self.db.list_entities(tenant, project).await?);
-        let view = CompiledView::compile(&stored.spec, stored.version, &entities, &batch.schema())?;
-        let (view, table) = tokio::task::spawn_blocking(move || {
-            let table = view.table(&batch)?;
-            Ok::<_, FeatureError>((view, table))
-        })
-        .await
-        .map_err(|error| FeatureError::Online(format!("the feature worker stopped: {error}")))??;
+        let table_key = TableKey::new(
+            tenant.as_str(),
+            project.as_str(),
+            &stored.name,
+            stored.version,
+            &stored.spec.fingerprint(&entities),
+            &dataset_version.content_digest,
+        );
+        let persisted = match &self.tables {
+            Some(tables) => {
+                self.load_persisted(tables, &table_key, &stored, &entities)
+                    .await
+            }
+            None => None,
+        };
+        let (view, table, origin) = match persisted {
+            Some((view, table)) => (view, table, "table cache"),
+            None => {
+                let (view, table) = self
+                    .compute_table(tenant, &dataset_version, &stored, &entities, &table_key)
+                    .await?;
+                (view, table, "dataset version")
+            }
+        };
+        tracing::debug!(
+            tenant = %tenant,
+            project = %project,
+            view = %stored.name,
+            version = stored.version,
+            dataset_version = dataset_version.version,
+            rows = table.row_count(),
+            origin,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded feature table"
+        );
         let loaded = Arc::new(LoadedView {
             view,
             table,
@@ -549,6 +619,112 @@ impl FeatureStore {
             cache.remove(0);
         }
         Ok(loaded)
+    }
+
+    /// Reads a view version's table from the table cache directory. A missing file gives
+    /// `None`. An unusable one is logged, deleted and also gives `None`, so the caller
+    /// computes the table again; one that could not be read is logged and kept.
+    async fn load_persisted(
+        &self,
+        tables: &TableCache,
+        table_key: &TableKey,
+        stored: &StoredView,
+        entities: &[Entity],
+    ) -> Option<(CompiledView, FeatureTable)> {
+        let tables_for_read = tables.clone();
+        let key = table_key.clone();
+        let spec = stored.spec.clone();
+        let version = stored.version;
+        let entities = entities.to_vec();
+        let result = tokio::task::spawn_blocking(move || {
+            let Some(persisted) = tables_for_read.load(&key)? else {
+                return Ok(None);
+            };
+            let view = CompiledView::compile(&spec, version, &entities, &persisted.source_schema)?;
+            let table = persisted.into_table(&view)?;
+            Ok::<_, FeatureError>(Some((view, table)))
+        })
+        .await
+        .map_err(|error| FeatureError::Online(format!("the table cache reader stopped: {error}")))
+        .and_then(|result| result);
+        match result {
+            Ok(found) => found,
+            // A failed read (too many open files, a stopped runtime) says nothing about the
+            // file, so it stays for the next call.
+            Err(error @ (FeatureError::Io(_) | FeatureError::Online(_))) => {
+                tracing::warn!(
+                    view = %stored.name,
+                    version = stored.version,
+                    path = %tables.path(table_key).display(),
+                    error = %error,
+                    "failed to read the feature table cache file; computing the table without it"
+                );
+                None
+            }
+            Err(error) => {
+                let path = tables.path(table_key);
+                tracing::warn!(
+                    view = %stored.name,
+                    version = stored.version,
+                    path = %path.display(),
+                    error = %error,
+                    "feature table cache file is unusable; deleting it and computing the table again"
+                );
+                if let Err(error) = tables.remove(table_key) {
+                    tracing::warn!(path = %path.display(), error = %error, "failed to delete the feature table cache file");
+                }
+                None
+            }
+        }
+    }
+
+    /// Computes a view version's table from its dataset version, in index order, and
+    /// writes it to the table cache directory when there is one. A failed cache write is
+    /// logged and does not fail the load.
+    async fn compute_table(
+        &self,
+        tenant: &TenantId,
+        dataset_version: &DatasetVersion,
+        stored: &StoredView,
+        entities: &[Entity],
+        table_key: &TableKey,
+    ) -> Result<(CompiledView, FeatureTable), FeatureError> {
+        let batch = self.read_version(tenant, dataset_version).await?;
+        let view = CompiledView::compile(&stored.spec, stored.version, entities, &batch.schema())?;
+        let tables = self.tables.clone();
+        let table_key = table_key.clone();
+        let (view, table) = tokio::task::spawn_blocking(move || {
+            let table = view.table(&batch)?.into_sorted()?;
+            let source_schema = batch.schema();
+            drop(batch);
+            if let Some(tables) = tables {
+                match tables.store(&table_key, &source_schema, &table) {
+                    Ok(Some(bytes)) => tracing::info!(
+                        view = %view.name,
+                        version = view.version,
+                        bytes,
+                        path = %tables.path(&table_key).display(),
+                        "wrote feature table cache file"
+                    ),
+                    Ok(None) => tracing::info!(
+                        view = %view.name,
+                        version = view.version,
+                        "feature table is larger than the table cache budget; not written"
+                    ),
+                    Err(error) => tracing::warn!(
+                        view = %view.name,
+                        version = view.version,
+                        path = %tables.path(&table_key).display(),
+                        error = %error,
+                        "failed to write the feature table cache file"
+                    ),
+                }
+            }
+            Ok::<_, FeatureError>((view, table))
+        })
+        .await
+        .map_err(|error| FeatureError::Online(format!("the feature worker stopped: {error}")))??;
+        Ok((view, table))
     }
 
     fn cached(&self, key: &CacheKey) -> Option<Arc<LoadedView>> {
@@ -638,6 +814,7 @@ impl FeatureStore {
         request: TrainingSetRequest,
         actor: &str,
     ) -> Result<TrainingSetOutcome, FeatureError> {
+        let started = std::time::Instant::now();
         let (entities, origin) = match request.entities {
             EntitySource::Dataset { name, version } => {
                 let dataset = self
@@ -669,6 +846,7 @@ impl FeatureStore {
             }
             EntitySource::Rows { batch, origin } => (batch, origin),
         };
+        let entities_read = started.elapsed();
         let batch = self
             .join(
                 tenant,
@@ -688,6 +866,7 @@ impl FeatureStore {
             .map(|f| f.name().clone())
             .collect();
         let rows = batch.num_rows() as u64;
+        let joined = started.elapsed();
         let version = self
             .store_batch(
                 tenant,
@@ -705,6 +884,9 @@ impl FeatureStore {
             dataset = %request.output_dataset,
             version = version.version,
             rows,
+            entities_ms = entities_read.as_millis() as u64,
+            join_ms = (joined - entities_read).as_millis() as u64,
+            store_ms = (started.elapsed() - joined).as_millis() as u64,
             "stored training set"
         );
         Ok(TrainingSetOutcome {
@@ -811,6 +993,7 @@ impl FeatureStore {
         source: &str,
         actor: &str,
     ) -> Result<DatasetVersion, FeatureError> {
+        let started = std::time::Instant::now();
         let dataset = match self.ingest.store().get_dataset(tenant, project, name).await {
             Ok(dataset) => dataset,
             Err(ghaf_ingest::IngestError::NotFound { .. }) => {
@@ -857,13 +1040,19 @@ impl FeatureStore {
         let write_path = path.clone();
         tokio::task::spawn_blocking(move || {
             let out = std::fs::File::create(&write_path)?;
-            let mut writer = ArrowWriter::try_new(out, writer_batch.schema(), None)?;
+            // The file is read once by the ingest below. Dictionary encoding would intern
+            // every value of high-cardinality feature columns for nothing.
+            let properties = WriterProperties::builder()
+                .set_dictionary_enabled(false)
+                .build();
+            let mut writer = ArrowWriter::try_new(out, writer_batch.schema(), Some(properties))?;
             writer.write(&writer_batch)?;
             writer.close()?;
             Ok::<_, FeatureError>(())
         })
         .await
         .map_err(|error| FeatureError::Online(format!("the write worker stopped: {error}")))??;
+        let written = started.elapsed();
         let options = ReadOptions::new(InputFormat::Parquet);
         let outcome = self
             .ingest
@@ -880,6 +1069,13 @@ impl FeatureStore {
             )
             .await?;
         drop(file);
+        tracing::debug!(
+            dataset = %name,
+            version = outcome.version.version,
+            write_ms = written.as_millis() as u64,
+            ingest_ms = (started.elapsed() - written).as_millis() as u64,
+            "stored a batch as a dataset version"
+        );
         Ok(outcome.version)
     }
 
@@ -995,6 +1191,90 @@ impl FeatureStore {
         })
     }
 
+    /// Resolves the selection of an online read to view versions and features, in request
+    /// order, through the definition cache. A whole-view entry of a service expands to
+    /// every feature of the view version. Returns the groups and the number of features.
+    async fn resolve_online_selection(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        selection: &FeatureSelection,
+    ) -> Result<(Vec<OnlineGroup>, usize), FeatureError> {
+        let mut references: Vec<FeatureRef> = Vec::new();
+        match (&selection.features, &selection.feature_service) {
+            (Some(features), None) => {
+                if features.is_empty() {
+                    return Err(FeatureError::InvalidArgument {
+                        argument: "features",
+                        message: "the list is empty; name at least one view:feature".to_owned(),
+                    });
+                }
+                for feature in features {
+                    references.push(FeatureRef::parse(feature)?);
+                }
+            }
+            (None, Some(service)) => {
+                let service = self
+                    .definitions
+                    .service(&self.db, tenant, project, service)
+                    .await?;
+                for entry in &service.features {
+                    let parsed = FeatureRef::parse_service_entry(entry)?;
+                    if parsed.feature.is_some() {
+                        references.push(parsed);
+                        continue;
+                    }
+                    let view = self
+                        .definitions
+                        .view(&self.db, tenant, project, &parsed.view, parsed.version)
+                        .await?;
+                    for feature in &view.stored.spec.features {
+                        references.push(FeatureRef {
+                            feature: Some(feature.name.clone()),
+                            ..parsed.clone()
+                        });
+                    }
+                }
+            }
+            _ => {
+                return Err(FeatureError::InvalidArgument {
+                    argument: "features",
+                    message: "give either `features` or `feature_service`, not both or neither"
+                        .to_owned(),
+                });
+            }
+        }
+
+        let mut groups: Vec<OnlineGroup> = Vec::new();
+        for (position, reference) in references.iter().enumerate() {
+            let feature = reference.feature.clone().unwrap_or_default();
+            let found = groups
+                .iter_mut()
+                .find(|g| g.view.stored.name == reference.view && g.version == reference.version);
+            match found {
+                Some(group) => group.features.push((position, feature)),
+                None => {
+                    let view = self
+                        .definitions
+                        .view(
+                            &self.db,
+                            tenant,
+                            project,
+                            &reference.view,
+                            reference.version,
+                        )
+                        .await?;
+                    groups.push(OnlineGroup {
+                        view,
+                        version: reference.version,
+                        features: vec![(position, feature)],
+                    });
+                }
+            }
+        }
+        Ok((groups, references.len()))
+    }
+
     /// Reads features of entity rows from the online store, in Feast's response shape.
     pub async fn get_online_features(
         &self,
@@ -1041,7 +1321,7 @@ impl FeatureStore {
             });
         }
         let (groups, feature_count) = self
-            .resolve_selection(tenant, project, &request.selection)
+            .resolve_online_selection(tenant, project, &request.selection)
             .await?;
         let cells = rows.saturating_mul(feature_count.max(1));
         if cells > MAX_ONLINE_CELLS {
@@ -1053,10 +1333,7 @@ impl FeatureStore {
                 ),
             });
         }
-        // Versions that recorded their join keys need no entity lookup; the project's
-        // entities are read at most once, for older versions.
-        let mut current_entities: Option<Vec<Entity>> = None;
-
+        let epoch = format_micros(0);
         let mut names: Vec<String> = request.entities.keys().cloned().collect();
         // Join keys come back as given with status PRESENT, as in Feast; a null key gets
         // NULL_VALUE.
@@ -1075,53 +1352,28 @@ impl FeatureStore {
                         }
                     })
                     .collect(),
-                event_timestamps: vec![format_micros(0); values.len()],
+                event_timestamps: vec![epoch.clone(); values.len()],
             })
             .collect();
         let mut features: Vec<Option<(String, OnlineColumn)>> = vec![None; feature_count];
 
         for group in &groups {
-            let stored = self
-                .db
-                .get_view(tenant, project, &group.view, group.version)
-                .await?;
-            let ttl = stored.spec.ttl_micros()?;
+            let stored = &group.view.stored;
+            let ttl = group.view.ttl_micros;
+            let join_keys = &group.view.join_keys;
             let mut keys = Vec::with_capacity(rows);
-            let entities = if stored.join_keys.is_empty() {
-                if current_entities.is_none() {
-                    current_entities = Some(self.db.list_entities(tenant, project).await?);
-                }
-                stored.entities(current_entities.as_deref().unwrap_or_default())
-            } else {
-                stored.entities(&[])
-            };
-            let join_keys: Vec<(String, KeyType)> = stored
-                .spec
-                .entities
-                .iter()
-                .map(|name| {
-                    entities
-                        .iter()
-                        .find(|e| &e.name == name)
-                        .map(|e| (e.join_key().to_owned(), e.value_type))
-                        .ok_or_else(|| FeatureError::NotFound {
-                            what: "entity",
-                            name: name.clone(),
-                        })
-                })
-                .collect::<Result<_, _>>()?;
             // A row with a null join key matches nothing: its features come back NOT_FOUND,
             // as for an unknown key, and the other rows are read as usual.
             let mut present = Vec::with_capacity(rows);
             'rows: for row in 0..rows {
                 let mut parts = Vec::with_capacity(join_keys.len());
-                for (column, key_type) in &join_keys {
+                for (column, key_type) in join_keys {
                     let values = request.entities.get(column).ok_or_else(|| {
                         FeatureError::InvalidArgument {
                             argument: "entities",
                             message: format!(
                                 "feature view {:?} needs the join key {column:?}",
-                                group.view
+                                stored.name
                             ),
                         }
                     })?;
@@ -1137,7 +1389,7 @@ impl FeatureStore {
             let scope = OnlineScope {
                 tenant: tenant.clone(),
                 project: project.clone(),
-                view: group.view.clone(),
+                view: stored.name.clone(),
                 version: stored.version,
             };
             let found = self.online.read(&scope, &keys).await?;
@@ -1152,13 +1404,22 @@ impl FeatureStore {
                     }
                 })
                 .collect();
+            // Each row's event time is formatted once and shared by its features.
+            let row_timestamps: Vec<Option<String>> = stored_rows
+                .iter()
+                .map(|row| {
+                    row.as_ref()
+                        .filter(|row| row.event_micros != i64::MIN)
+                        .map(|row| format_micros(row.event_micros))
+                })
+                .collect();
             for (position, feature) in &group.features {
                 if stored.spec.feature(feature).is_none() {
                     return Err(FeatureError::InvalidReference {
-                        reference: format!("{}:{feature}", group.view),
+                        reference: format!("{}:{feature}", stored.name),
                         message: format!(
                             "view {}@v{} has no feature {feature:?}",
-                            group.view, stored.version
+                            stored.name, stored.version
                         ),
                     });
                 }
@@ -1167,18 +1428,20 @@ impl FeatureStore {
                     statuses: Vec::with_capacity(rows),
                     event_timestamps: Vec::with_capacity(rows),
                 };
-                for row in &stored_rows {
+                for (row, timestamp) in stored_rows.iter().zip(&row_timestamps) {
                     let value = resolve(row.as_ref(), feature, ttl, now);
                     column.values.push(value.value);
                     column.statuses.push(value.status);
-                    column
-                        .event_timestamps
-                        .push(format_micros(value.event_micros.unwrap_or(0)));
+                    let timestamp = match (value.event_micros, timestamp) {
+                        (Some(_), Some(timestamp)) => timestamp.clone(),
+                        _ => epoch.clone(),
+                    };
+                    column.event_timestamps.push(timestamp);
                 }
                 let name = if request.full_feature_names {
                     match group.version {
-                        Some(version) => format!("{}@v{version}__{feature}", group.view),
-                        None => format!("{}__{feature}", group.view),
+                        Some(version) => format!("{}@v{version}__{feature}", stored.name),
+                        None => format!("{}__{feature}", stored.name),
                     }
                 } else {
                     feature.clone()
@@ -1415,6 +1678,71 @@ fn online_row(
             values,
         },
     ))
+}
+
+/// Maximum threads one Parquet read decodes columns on.
+const READ_THREADS: usize = 4;
+
+/// Decodes a Parquet file into one batch. The top-level columns are split into groups
+/// decoded on parallel threads, because a stored version is usually one row group, so row
+/// groups give no parallelism.
+fn read_parquet(bytes: bytes::Bytes) -> Result<RecordBatch, FeatureError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?;
+    let schema = builder.schema().clone();
+    let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let columns = schema.fields().len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(READ_THREADS)
+        .min(columns)
+        .max(1);
+    // One batch per group of columns, so nothing is concatenated afterwards.
+    let batch_size = rows.clamp(1, 1 << 24);
+    let read_group = |group: Vec<usize>| -> Result<RecordBatch, FeatureError> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), group);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(batch_size)
+            .build()?;
+        let schema = reader.schema();
+        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        Ok(concat_batches(&schema, &batches)?)
+    };
+    drop(builder);
+    if threads == 1 {
+        return read_group((0..columns).collect());
+    }
+    let groups: Vec<Vec<usize>> = (0..threads)
+        .map(|thread| (thread..columns).step_by(threads).collect())
+        .collect();
+    let parts = std::thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .iter()
+            .map(|group| {
+                let group = group.clone();
+                scope.spawn(move || read_group(group))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle.join().unwrap_or_else(|_| {
+                    Err(FeatureError::Online(
+                        "a Parquet read thread panicked".to_owned(),
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut arrays: Vec<Option<ArrayRef>> = vec![None; columns];
+    for (group, part) in groups.iter().zip(parts) {
+        for (&column, array) in group.iter().zip(part.columns()) {
+            arrays[column] = Some(array.clone());
+        }
+    }
+    let arrays: Vec<ArrayRef> = arrays.into_iter().flatten().collect();
+    Ok(RecordBatch::try_new(schema, arrays)?)
 }
 
 /// Derives a dataset schema for a batch: each column nullable, with the matching type.

@@ -2,8 +2,8 @@
 //! computes from the dataset's rows: keys, event and created times, and one column per
 //! feature.
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::compute::cast;
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Date32Type, Schema, TimeUnit, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 
@@ -348,6 +348,53 @@ pub struct FeatureTable {
 impl FeatureTable {
     pub fn row_count(&self) -> usize {
         self.events.len()
+    }
+
+    /// Returns the table with its indexed rows in index order (key run, event time,
+    /// created time) and the rows the index skipped dropped, so row `i` is sorted position
+    /// `i`. Lookups return the same feature values as on the original table, under the new
+    /// row numbers.
+    pub fn into_sorted(self) -> Result<FeatureTable, FeatureError> {
+        let order = UInt32Array::from(self.index.sorted_rows().to_vec());
+        let take_all = |columns: &[ArrayRef]| -> Result<Vec<ArrayRef>, FeatureError> {
+            columns
+                .iter()
+                .map(|column| Ok(take(column.as_ref(), &order, None)?))
+                .collect()
+        };
+        let keys = take_all(&self.keys)?;
+        let features = take_all(&self.features)?;
+        let rows = order.values();
+        let events = rows.iter().map(|&row| self.events[row as usize]).collect();
+        let created = self
+            .created
+            .as_ref()
+            .map(|created| rows.iter().map(|&row| created[row as usize]).collect());
+        Ok(FeatureTable {
+            keys,
+            events,
+            created,
+            features,
+            index: self.index.into_sorted(),
+        })
+    }
+
+    /// Builds a table from columns already in index order, as [`FeatureTable::into_sorted`]
+    /// returns them. Rows out of that order fail with `Corrupt`.
+    pub fn from_sorted(
+        keys: Vec<ArrayRef>,
+        events: &[i64],
+        created: Option<Vec<Option<i64>>>,
+        features: Vec<ArrayRef>,
+    ) -> Result<FeatureTable, FeatureError> {
+        let index = AsOfIndex::from_sorted(&keys, events, created.as_deref())?;
+        Ok(FeatureTable {
+            keys,
+            events: events.iter().copied().map(Some).collect(),
+            created,
+            features,
+            index,
+        })
     }
 
     /// Returns the created time of a row, `None` when the view has no created-time column.

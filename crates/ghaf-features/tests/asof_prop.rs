@@ -1,9 +1,11 @@
 //! The as-of join against a brute-force reference on random data with ties, duplicate
-//! lookups, TTL edges, missing and null keys and unsorted input.
+//! lookups, TTL edges, missing and null keys and unsorted input, and the same lookups on the
+//! rows re-read in index order.
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, StringArray};
+use arrow::array::{ArrayRef, Int64Array, StringArray, UInt32Array};
+use arrow::compute::take;
 use ghaf_features::AsOfIndex;
 use proptest::prelude::*;
 
@@ -100,6 +102,33 @@ proptest! {
             let expected = reference(&rows, lookup, ttl);
             let actual = found.iter().nth(row).flatten();
             prop_assert_eq!(actual, expected, "lookup row {} {:?}", row, lookup);
+        }
+
+        // The rows taken in index order, as the table cache stores them, rebuild an index
+        // that finds the same rows under their sorted positions.
+        let order = UInt32Array::from(index.sorted_rows().to_vec());
+        let sorted_keys: Vec<ArrayRef> = feature_keys
+            .iter()
+            .map(|column| take(column.as_ref(), &order, None).unwrap())
+            .collect();
+        let sorted_events: Vec<i64> = order
+            .values()
+            .iter()
+            .map(|&row| events[row as usize].unwrap())
+            .collect();
+        let sorted_created: Vec<Option<i64>> =
+            order.values().iter().map(|&row| created[row as usize]).collect();
+        let sorted = AsOfIndex::from_sorted(&sorted_keys, &sorted_events, Some(&sorted_created))
+            .unwrap();
+        let found_sorted = sorted.lookup(&lookup_keys, &times, ttl).unwrap();
+        for row in 0..lookups.len() {
+            let expected = found.iter().nth(row).flatten();
+            let actual = found_sorted
+                .iter()
+                .nth(row)
+                .flatten()
+                .map(|position| order.value(position as usize));
+            prop_assert_eq!(actual, expected, "sorted lookup row {}", row);
         }
     }
 }

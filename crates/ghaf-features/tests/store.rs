@@ -524,11 +524,99 @@ async fn versions(h: &common::Harness) {
     );
 }
 
+// DEFINITIONS with a new feature, which makes a new view version, and a service that
+// names only that feature.
+const DEFINITIONS_WITH_TRIPS_X2: &str = "
+entities:
+  - {name: driver, join_key: driver_id, value_type: integer}
+feature_views:
+  - name: driver_stats
+    entities: [driver]
+    source: {dataset: driver_stats}
+    event_time: event_timestamp
+    created_time: created
+    ttl: 2h
+    features:
+      - {name: rate}
+      - {name: trips}
+      - {name: busy, expression: \"trips >= 12\"}
+      - {name: trips_x2, expression: \"trips * 2\"}
+feature_services:
+  - name: ranking
+    features: [\"driver_stats:trips_x2\"]
+";
+
+/// Checks that the next online read after an apply uses the new definitions, on the store
+/// that applied them and on a second store over the same database whose cache TTL is zero.
+async fn online_reads_see_applied_definitions(h: &common::Harness) {
+    let (tenant, project) = (&h.tenant, &h.project);
+    let replica = ghaf_features::FeatureStore::new(
+        h.store.db().clone(),
+        h.ingest.clone(),
+        h.store.online().clone(),
+    )
+    .with_definition_cache_ttl(std::time::Duration::ZERO);
+    let now = at("2026-01-01T12:30:00Z");
+    let new_feature = online_request(&["driver_stats:trips_x2"], &[1]);
+    let mut by_service = online_request(&[], &[1]);
+    by_service.selection = FeatureSelection {
+        features: None,
+        feature_service: Some("ranking".to_owned()),
+    };
+    by_service.full_feature_names = true;
+
+    // Both stores resolve (and cache) the latest version, which lacks the feature.
+    for store in [&h.store, &replica] {
+        let error = store
+            .get_online_features_at(tenant, project, &new_feature, now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, FeatureError::InvalidReference { .. }),
+            "{error}"
+        );
+        let service = store
+            .get_online_features_at(tenant, project, &by_service, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            service.metadata.feature_names,
+            ["driver_id", "driver_stats__trips", "driver_stats__rate"]
+        );
+    }
+
+    let definitions = Definitions::from_yaml(DEFINITIONS_WITH_TRIPS_X2).unwrap();
+    let plan = h.store.plan(tenant, project, &definitions).await.unwrap();
+    h.store
+        .apply(tenant, project, &plan, "tester")
+        .await
+        .unwrap();
+
+    for store in [&h.store, &replica] {
+        // The new version has no online rows yet, so the feature resolves as NOT_FOUND.
+        let response = store
+            .get_online_features_at(tenant, project, &new_feature, now)
+            .await
+            .unwrap();
+        assert_eq!(response.metadata.feature_names, ["driver_id", "trips_x2"]);
+        assert_eq!(response.results[1].statuses, [FieldStatus::NotFound]);
+        let service = store
+            .get_online_features_at(tenant, project, &by_service, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            service.metadata.feature_names,
+            ["driver_id", "driver_stats__trips_x2"]
+        );
+    }
+}
+
 async fn run_all(h: common::Harness) {
     setup(&h).await;
     training_set_semantics(&h).await;
     materialize_and_read(&h).await;
     versions(&h).await;
+    online_reads_see_applied_definitions(&h).await;
     h.finish().await;
 }
 

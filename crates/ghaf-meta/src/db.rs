@@ -2,13 +2,15 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, AssertSqlSafe, Executor};
 
 use crate::MetaError;
+use crate::direct::{CONNECTION_PRAGMAS, SqliteDirect};
 
 /// The SQL dialect behind a [`Db`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +24,7 @@ pub enum Dialect {
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    direct: Option<Arc<SqliteDirect>>,
 }
 
 static INSTALL_DRIVERS: Once = Once::new();
@@ -30,7 +33,10 @@ impl Db {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`) and applies pending migrations.
     ///
     /// SQLite databases are created when missing and opened in WAL mode with a 5 s busy
-    /// timeout and foreign keys on.
+    /// timeout, foreign keys on, a page cache of up to 16 MiB per connection and reads
+    /// through a memory map of up to 256 MiB. Pooled SQLite connections are not pinged when
+    /// taken from the pool: they are local files, and a ping is one more hand-off to the
+    /// connection's thread.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, MetaError> {
         INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
         let dialect = if url.starts_with("sqlite:") {
@@ -54,20 +60,25 @@ impl Db {
         let mut pool_options = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10));
+        let mut direct = None;
         if dialect == Dialect::Sqlite {
-            pool_options = pool_options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            });
+            pool_options = pool_options
+                .test_before_acquire(false)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode = WAL;").await?;
+                        conn.execute(CONNECTION_PRAGMAS).await?;
+                        Ok(())
+                    })
+                });
+            direct = sqlite_file(&url)?.map(|path| Arc::new(SqliteDirect::new(&path)));
         }
         let pool = pool_options.connect_with(options).await?;
-        let db = Self { pool, dialect };
+        let db = Self {
+            pool,
+            dialect,
+            direct,
+        };
         crate::migrate::apply(&db).await?;
         Ok(db)
     }
@@ -78,6 +89,12 @@ impl Db {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Plain SQLite connections to this database's file, for hot paths that must not pay
+    /// sqlx's thread hand-offs. `None` on PostgreSQL and on in-memory SQLite databases.
+    pub fn sqlite_direct(&self) -> Option<&SqliteDirect> {
+        self.direct.as_deref()
     }
 
     /// Prepares a statement written with `?` placeholders for this dialect: PostgreSQL gets
@@ -114,6 +131,20 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Returns the file of a SQLite URL, or `None` for an in-memory or read-only database.
+fn sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>, MetaError> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let path = options.get_filename();
+    // sqlx names an in-memory database `file:sqlx-in-memory-N`.
+    let in_memory = url.contains(":memory:")
+        || url.contains("mode=memory")
+        || path.as_os_str().is_empty()
+        || path.to_string_lossy().starts_with("file:");
+    // Direct connections open the file read-write, so a read-only URL gets none.
+    let read_only = url.contains("mode=ro");
+    Ok((!in_memory && !read_only).then(|| path.to_owned()))
 }
 
 /// Query parameters of connection URLs whose values are secrets.

@@ -33,6 +33,10 @@ pub enum MetaError {
 
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+
+    /// An error of a direct SQLite connection (see [`crate::SqliteDirect`]).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 impl MetaError {
@@ -50,12 +54,32 @@ impl MetaError {
                 }
                 _ => ErrorCode::Internal,
             },
+            MetaError::Sqlite(error) => match error.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                    ErrorCode::Unavailable
+                }
+                _ => ErrorCode::Internal,
+            },
         }
     }
 
     /// Returns true when the error is a unique-constraint violation.
     pub fn is_unique_violation(&self) -> bool {
-        matches!(self, MetaError::Database(error) if is_unique_violation(error))
+        match self {
+            MetaError::Database(error) => is_unique_violation(error),
+            MetaError::Sqlite(error) => {
+                matches!(
+                    error.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::ConstraintViolation)
+                ) && matches!(
+                    error,
+                    rusqlite::Error::SqliteFailure(failure, _)
+                        if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                            || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                )
+            }
+            _ => false,
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! query across tenants cannot be written by accident.
 
 mod db;
+mod direct;
 mod error;
 mod migrate;
 mod sql_store;
@@ -15,8 +16,11 @@ mod store;
 pub mod conformance;
 
 pub use db::{Db, Dialect, redact_url};
+pub use direct::SqliteDirect;
 pub use error::MetaError;
 pub use migrate::{MIGRATIONS, Migration};
+/// The `rusqlite` of [`SqliteDirect`], so callers name the same version of its types.
+pub use rusqlite;
 pub use sql_store::SqlMetaStore;
 pub use store::*;
 

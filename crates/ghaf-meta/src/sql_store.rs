@@ -225,64 +225,122 @@ impl SqlMetaStore {
         entry: &NewAuditEntry,
         known: &KnownHead,
     ) -> Result<AfterKnown, MetaError> {
-        let Some(prev_hash) = audit::decode_hash(&known.hash) else {
+        let Some(next) = self.next_after(entry, known) else {
             return Ok(AfterKnown::NothingWritten);
         };
-        let seq = known.seq + 1;
-        let hash = hex::encode(audit::chain_hash(&prev_hash, seq, entry));
-        let mac = audit::head_mac(&self.audit_key, &entry.tenant, seq, &hash);
-        let details = entry.details.to_string();
 
-        let inserted = sqlx::query(self.db.sql(
-            "INSERT INTO audit_log (tenant_id, seq, actor, action, resource, outcome, status, \
-             request_id, time, details, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
-             WHERE EXISTS (SELECT 1 FROM audit_log WHERE tenant_id = ? AND seq = ? AND hash = ?) \
-             AND NOT EXISTS (SELECT 1 FROM audit_log WHERE tenant_id = ? AND seq > ?)",
-        ))
-        .bind(&entry.tenant)
-        .bind(seq)
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(&entry.resource)
-        .bind(entry.outcome.as_str())
-        .bind(i64::from(entry.status))
-        .bind(&entry.request_id)
-        .bind(entry.time)
-        .bind(&details)
-        .bind(&hash)
-        .bind(&entry.tenant)
-        .bind(known.seq)
-        .bind(&known.hash)
-        .bind(&entry.tenant)
-        .bind(known.seq)
-        .execute(&mut **tx)
-        .await;
+        let inserted = sqlx::query(self.db.sql(APPEND_AFTER_KNOWN))
+            .bind(&entry.tenant)
+            .bind(next.seq)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.resource)
+            .bind(entry.outcome.as_str())
+            .bind(i64::from(entry.status))
+            .bind(&entry.request_id)
+            .bind(entry.time)
+            .bind(&next.details)
+            .bind(&next.hash)
+            .bind(&entry.tenant)
+            .bind(known.seq)
+            .bind(&known.hash)
+            .bind(&entry.tenant)
+            .bind(known.seq)
+            .execute(&mut **tx)
+            .await;
         match inserted {
             Ok(result) if result.rows_affected() == 1 => {}
             Ok(_) => return Ok(AfterKnown::NothingWritten),
             Err(error) if is_unique_violation(&error) => return Ok(AfterKnown::RollBack),
             Err(error) => return Err(error.into()),
         }
-        let moved = sqlx::query(self.db.sql(
-            "UPDATE audit_heads SET seq = ?, hash = ?, mac = ? WHERE tenant_id = ? AND seq = ? \
-             AND hash = ? AND mac = ?",
-        ))
-        .bind(seq)
-        .bind(&hash)
-        .bind(&mac)
-        .bind(&entry.tenant)
-        .bind(known.seq)
-        .bind(&known.hash)
-        .bind(&known.mac)
-        .execute(&mut **tx)
-        .await?;
+        let moved = sqlx::query(self.db.sql(MOVE_KNOWN_HEAD))
+            .bind(next.seq)
+            .bind(&next.hash)
+            .bind(&next.mac)
+            .bind(&entry.tenant)
+            .bind(known.seq)
+            .bind(&known.hash)
+            .bind(&known.mac)
+            .execute(&mut **tx)
+            .await?;
         if moved.rows_affected() != 1 {
             return Ok(AfterKnown::RollBack);
         }
-        Ok(AfterKnown::Appended(Box::new(AppendedHead {
-            entry: stored_entry(entry, seq, hash),
+        Ok(next.appended(entry))
+    }
+
+    /// Appends `entry` after `known` on a direct SQLite connection inside its write
+    /// transaction, with the statements of [`Self::append_after_in`].
+    fn append_after_direct(
+        &self,
+        conn: &rusqlite::Connection,
+        entry: &NewAuditEntry,
+        known: &KnownHead,
+    ) -> Result<AfterKnown, MetaError> {
+        let Some(next) = self.next_after(entry, known) else {
+            return Ok(AfterKnown::NothingWritten);
+        };
+
+        let inserted = conn
+            .prepare_cached(APPEND_AFTER_KNOWN)
+            .and_then(|mut statement| {
+                statement.execute(rusqlite::params![
+                    entry.tenant,
+                    next.seq,
+                    entry.actor,
+                    entry.action,
+                    entry.resource,
+                    entry.outcome.as_str(),
+                    i64::from(entry.status),
+                    entry.request_id,
+                    entry.time,
+                    next.details,
+                    next.hash,
+                    entry.tenant,
+                    known.seq,
+                    known.hash,
+                    entry.tenant,
+                    known.seq,
+                ])
+            })
+            .map_err(MetaError::from);
+        match inserted {
+            Ok(1) => {}
+            Ok(_) => return Ok(AfterKnown::NothingWritten),
+            Err(error) if error.is_unique_violation() => return Ok(AfterKnown::RollBack),
+            Err(error) => return Err(error),
+        }
+        let moved = conn
+            .prepare_cached(MOVE_KNOWN_HEAD)?
+            .execute(rusqlite::params![
+                next.seq,
+                next.hash,
+                next.mac,
+                entry.tenant,
+                known.seq,
+                known.hash,
+                known.mac,
+            ])?;
+        if moved != 1 {
+            return Ok(AfterKnown::RollBack);
+        }
+        Ok(next.appended(entry))
+    }
+
+    /// Computes the entry that follows `known`: its sequence number, chain hash and head
+    /// seal. Returns `None` when the known hash is not 64 hex digits.
+    fn next_after(&self, entry: &NewAuditEntry, known: &KnownHead) -> Option<NextEntry> {
+        let prev_hash = audit::decode_hash(&known.hash)?;
+        let seq = known.seq + 1;
+        let hash = hex::encode(audit::chain_hash(&prev_hash, seq, entry));
+        let mac = audit::head_mac(&self.audit_key, &entry.tenant, seq, &hash);
+        Some(NextEntry {
+            seq,
+            hash,
             mac,
-        })))
+            details: entry.details.to_string(),
+        })
     }
 
     fn remember_appended(&self, appended: &AppendedHead) {
@@ -372,6 +430,38 @@ impl SqlMetaStore {
     }
 }
 
+/// Inserts an audit entry only when the entry the known head names is stored and no later
+/// one exists. Binds the entry's eleven columns, then the tenant, the known sequence number
+/// and hash, then the tenant and the known sequence number again.
+const APPEND_AFTER_KNOWN: &str = "INSERT INTO audit_log (tenant_id, seq, actor, action, \
+    resource, outcome, status, request_id, time, details, hash) \
+    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+    WHERE EXISTS (SELECT 1 FROM audit_log WHERE tenant_id = ? AND seq = ? AND hash = ?) \
+    AND NOT EXISTS (SELECT 1 FROM audit_log WHERE tenant_id = ? AND seq > ?)";
+
+/// Moves a chain head only when it is still exactly the known one. Binds the new sequence
+/// number, hash and seal, then the tenant and the known sequence number, hash and seal.
+const MOVE_KNOWN_HEAD: &str = "UPDATE audit_heads SET seq = ?, hash = ?, mac = ? \
+    WHERE tenant_id = ? AND seq = ? AND hash = ? AND mac = ?";
+
+/// The entry that follows a known head, before it is written.
+struct NextEntry {
+    seq: i64,
+    hash: String,
+    mac: String,
+    /// The entry's details as stored, in JSON.
+    details: String,
+}
+
+impl NextEntry {
+    fn appended(self, entry: &NewAuditEntry) -> AfterKnown {
+        AfterKnown::Appended(Box::new(AppendedHead {
+            entry: stored_entry(entry, self.seq, self.hash),
+            mac: self.mac,
+        }))
+    }
+}
+
 /// The outcome of an append after a known head.
 enum AfterKnown {
     Appended(Box<AppendedHead>),
@@ -431,6 +521,26 @@ impl TransactionalAudit for SqlMetaStore {
             }
         }
         self.append_checked_in(tx, entry).await
+    }
+
+    fn append_direct(
+        &self,
+        _lock: &AuditLock<'_>,
+        tx: &rusqlite::Transaction<'_>,
+        entry: &NewAuditEntry,
+    ) -> Result<Option<AppendedHead>, MetaError> {
+        let Some(known) = self.known_heads().get(&entry.tenant).cloned() else {
+            return Ok(None);
+        };
+        match self.append_after_direct(tx, entry, &known)? {
+            AfterKnown::Appended(appended) => Ok(Some(*appended)),
+            AfterKnown::NothingWritten | AfterKnown::RollBack => {
+                // The caller's fallback reads and checks the head, which reports a broken
+                // chain or extends another replica's newer head.
+                self.known_heads().remove(&entry.tenant);
+                Ok(None)
+            }
+        }
     }
 
     fn committed(&self, head: AppendedHead) {

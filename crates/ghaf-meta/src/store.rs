@@ -300,8 +300,27 @@ pub trait TransactionalAudit: Send + Sync {
         entry: &NewAuditEntry,
     ) -> Result<AppendedHead, MetaError>;
 
-    /// Records the chain head that [`TransactionalAudit::append_in`] wrote, once its
-    /// transaction committed, so the next append need not read it.
+    /// Appends `entry` inside `tx`, a transaction of a [`crate::SqliteDirect`] connection to
+    /// this store's database, when this process has the chain's head in memory and the
+    /// stored head is still that one. The statements check this in their `WHERE` clauses, as the append
+    /// after a known head in [`TransactionalAudit::append_in`] does.
+    ///
+    /// Returns `Ok(None)` when the head is unknown or has changed. The caller must then roll
+    /// `tx` back, because an entry may have been inserted, and append through
+    /// [`TransactionalAudit::append_in`], which reads and checks the head. The default
+    /// implementation appends nothing and returns `Ok(None)`.
+    fn append_direct(
+        &self,
+        _lock: &AuditLock<'_>,
+        _tx: &rusqlite::Transaction<'_>,
+        _entry: &NewAuditEntry,
+    ) -> Result<Option<AppendedHead>, MetaError> {
+        Ok(None)
+    }
+
+    /// Records the chain head that [`TransactionalAudit::append_in`] or
+    /// [`TransactionalAudit::append_direct`] wrote, once its transaction committed, so the
+    /// next append need not read it.
     fn committed(&self, head: AppendedHead);
 }
 

@@ -163,11 +163,15 @@ pub async fn feature_store(
             )
         }
     };
-    Ok(Arc::new(ghaf_features::FeatureStore::new(
-        ghaf_features::FeatureDb::new(db),
-        ingest,
-        online,
-    )))
+    let mut store =
+        ghaf_features::FeatureStore::new(ghaf_features::FeatureDb::new(db), ingest, online);
+    if features.table_cache_max_bytes > 0 {
+        store = store.with_table_cache(ghaf_features::TableCache::new(
+            config.data_dir.join("features").join("tables"),
+            features.table_cache_max_bytes,
+        ));
+    }
+    Ok(Arc::new(store))
 }
 
 /// Runtime options of every model load (endpoints and batch scoring jobs) from the

@@ -219,6 +219,11 @@ pub struct FeaturesConfig {
     pub redis_url: String,
     /// Prefix of every Redis key, so several deployments can share one server.
     pub redis_key_prefix: String,
+    /// Maximum bytes of computed feature tables kept in `<data_dir>/features/tables`. The
+    /// first training set or materialisation after a restart reads a table from there
+    /// instead of the dataset version. The files used longest ago are deleted first, and 0
+    /// turns the cache off.
+    pub table_cache_max_bytes: u64,
 }
 
 impl Default for FeaturesConfig {
@@ -227,6 +232,7 @@ impl Default for FeaturesConfig {
             online_store: "embedded".into(),
             redis_url: "redis://127.0.0.1:6379/0".into(),
             redis_key_prefix: "ghaf:features:".into(),
+            table_cache_max_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }

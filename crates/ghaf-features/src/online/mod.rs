@@ -7,6 +7,7 @@
 //! equal pair overwrites, which makes replaying the same run idempotent. The TTL is applied
 //! on read: a value older than `now - ttl` comes back as `OUTSIDE_MAX_AGE`.
 
+mod cache;
 mod embedded;
 mod redis_store;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use ghaf_core::{ProjectId, TenantId};
 use serde::{Deserialize, Serialize};
 
+pub use cache::{DEFINITION_CACHE_TTL, DefinitionCache, OnlineView};
 pub use embedded::RedbOnlineStore;
 pub use redis_store::RedisOnlineStore;
 

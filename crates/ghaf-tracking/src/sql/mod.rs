@@ -1,5 +1,6 @@
 //! [`TrackingStore`] on SQLite or PostgreSQL through one SQL implementation.
 
+mod direct;
 mod query;
 mod search;
 
@@ -22,6 +23,41 @@ const IN_CHUNK: usize = 500;
 /// How many times an audited batch is tried when another process appended to the same audit
 /// chain at the same moment.
 const AUDIT_ATTEMPTS: u32 = 8;
+
+/// Tag whose value is also stored as the run's name.
+const RUN_NAME_TAG: &str = "mlflow.runName";
+
+// Statements of the batch write path, shared by its sqlx and direct SQLite versions.
+
+/// Reads a run's lifecycle stage. Binds the tenant, project and run id.
+const RUN_STAGE_QUERY: &str = "SELECT lifecycle_stage FROM tracking_runs WHERE tenant_id = ? \
+    AND project_id = ? AND run_id = ?";
+
+/// Reads a param's value. Binds the tenant, project, run id and key.
+const PARAM_VALUE_QUERY: &str = "SELECT value FROM tracking_params WHERE tenant_id = ? AND \
+    project_id = ? AND run_id = ? AND key = ?";
+
+/// Binds the tenant, project, run id, key and value.
+const PARAM_INSERT: &str = "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, \
+    value) VALUES (?, ?, ?, ?, ?)";
+
+/// Binds the name, then the tenant, project and run id.
+const RUN_NAME_UPDATE: &str = "UPDATE tracking_runs SET run_name = ? WHERE tenant_id = ? AND \
+    project_id = ? AND run_id = ?";
+
+/// The start of the latest-value upsert, followed by one or more rows of eight values
+/// (tenant, project, run id, key, step, timestamp, value, is_nan) and
+/// [`LATEST_METRIC_CONFLICT`].
+const LATEST_METRIC_INSERT: &str = "INSERT INTO tracking_latest_metrics (tenant_id, project_id, \
+    run_id, key, step, timestamp, value, is_nan) VALUES ";
+
+/// Replaces a stored latest value only with a newer one in MLflow's order: step, timestamp,
+/// NaN below numbers, value.
+const LATEST_METRIC_CONFLICT: &str = " ON CONFLICT (tenant_id, project_id, run_id, key) DO \
+    UPDATE SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, \
+    is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, 1 - excluded.is_nan, \
+    excluded.value) > (tracking_latest_metrics.step, tracking_latest_metrics.timestamp, \
+    1 - tracking_latest_metrics.is_nan, tracking_latest_metrics.value)";
 
 /// The SQL implementation of [`TrackingStore`].
 pub struct SqlTrackingStore {
@@ -284,22 +320,13 @@ impl SqlTrackingStore {
         scope: &Scope,
         run_id: &str,
     ) -> Result<(), TrackingError> {
-        let stage = sqlx::query(self.sql(
-            "SELECT lifecycle_stage FROM tracking_runs WHERE tenant_id = ? AND project_id = ? \
-             AND run_id = ?",
-        ))
-        .bind(scope.tenant.as_str())
-        .bind(scope.project.as_str())
-        .bind(run_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| TrackingError::not_found("run", run_id))?;
-        if stage_of(&stage, "lifecycle_stage")? != LifecycleStage::Active {
-            return Err(TrackingError::InvalidState(format!(
-                "run {run_id} is deleted; restore it before logging to it"
-            )));
-        }
-        Ok(())
+        let stage: Option<String> = sqlx::query_scalar(self.sql(RUN_STAGE_QUERY))
+            .bind(scope.tenant.as_str())
+            .bind(scope.project.as_str())
+            .bind(run_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        require_active(run_id, stage)
     }
 
     /// Writes a batch inside `tx`: params (immutable once logged), tags, the metric history
@@ -321,42 +348,24 @@ impl SqlTrackingStore {
         }
 
         for param in params {
-            let existing = sqlx::query(self.sql(
-                "SELECT value FROM tracking_params WHERE tenant_id = ? AND project_id = ? AND \
-                 run_id = ? AND key = ?",
-            ))
-            .bind(scope.tenant.as_str())
-            .bind(scope.project.as_str())
-            .bind(run_id)
-            .bind(&param.key)
-            .fetch_optional(&mut **tx)
-            .await?;
+            let existing: Option<String> = sqlx::query_scalar(self.sql(PARAM_VALUE_QUERY))
+                .bind(scope.tenant.as_str())
+                .bind(scope.project.as_str())
+                .bind(run_id)
+                .bind(&param.key)
+                .fetch_optional(&mut **tx)
+                .await?;
             match existing {
-                Some(row) => {
-                    let old: String = row.try_get(0)?;
-                    if old != param.value {
-                        return Err(TrackingError::invalid(
-                            "params",
-                            format!(
-                                "param {:?} of run {run_id} already has the value {old:?}; \
-                                 params are immutable, so log {:?} under another key",
-                                param.key, param.value
-                            ),
-                        ));
-                    }
-                }
+                Some(old) => require_same_param(run_id, param, &old)?,
                 None => {
-                    sqlx::query(self.sql(
-                        "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, value) \
-                         VALUES (?, ?, ?, ?, ?)",
-                    ))
-                    .bind(scope.tenant.as_str())
-                    .bind(scope.project.as_str())
-                    .bind(run_id)
-                    .bind(&param.key)
-                    .bind(&param.value)
-                    .execute(&mut **tx)
-                    .await?;
+                    sqlx::query(self.sql(PARAM_INSERT))
+                        .bind(scope.tenant.as_str())
+                        .bind(scope.project.as_str())
+                        .bind(run_id)
+                        .bind(&param.key)
+                        .bind(&param.value)
+                        .execute(&mut **tx)
+                        .await?;
                 }
             }
         }
@@ -372,17 +381,14 @@ impl SqlTrackingStore {
                 &tag.value,
             )
             .await?;
-            if tag.key == "mlflow.runName" {
-                sqlx::query(self.sql(
-                    "UPDATE tracking_runs SET run_name = ? WHERE tenant_id = ? AND project_id = ? \
-                     AND run_id = ?",
-                ))
-                .bind(&tag.value)
-                .bind(scope.tenant.as_str())
-                .bind(scope.project.as_str())
-                .bind(run_id)
-                .execute(&mut **tx)
-                .await?;
+            if tag.key == RUN_NAME_TAG {
+                sqlx::query(self.sql(RUN_NAME_UPDATE))
+                    .bind(&tag.value)
+                    .bind(scope.tenant.as_str())
+                    .bind(scope.project.as_str())
+                    .bind(run_id)
+                    .execute(&mut **tx)
+                    .await?;
             }
         }
 
@@ -433,22 +439,10 @@ impl SqlTrackingStore {
         // Latest values: the newest of the batch per key replaces the stored one only when
         // it is newer in MLflow's order (step, timestamp, NaN below numbers, value), which
         // the upsert's condition compares in the database.
-        let mut newest: BTreeMap<&str, &Metric> = BTreeMap::new();
-        for metric in metrics {
-            match newest.get(metric.key.as_str()) {
-                Some(current) if !newer(metric, current) => {}
-                _ => {
-                    newest.insert(metric.key.as_str(), metric);
-                }
-            }
-        }
-        let newest: Vec<&Metric> = newest.into_values().collect();
+        let newest = newest_per_key(metrics);
         for chunk in newest.chunks(200) {
             let mut sql = SqlBuilder::default();
-            sql.push(
-                "INSERT INTO tracking_latest_metrics (tenant_id, project_id, run_id, key, step, \
-                 timestamp, value, is_nan) VALUES ",
-            );
+            sql.push(LATEST_METRIC_INSERT);
             for (index, metric) in chunk.iter().enumerate() {
                 if index > 0 {
                     sql.push(", ");
@@ -465,14 +459,7 @@ impl SqlTrackingStore {
                     Bind::Int(is_nan),
                 ]);
             }
-            sql.push(
-                " ON CONFLICT (tenant_id, project_id, run_id, key) DO UPDATE SET \
-                 step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, \
-                 is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, \
-                 1 - excluded.is_nan, excluded.value) > (tracking_latest_metrics.step, \
-                 tracking_latest_metrics.timestamp, 1 - tracking_latest_metrics.is_nan, \
-                 tracking_latest_metrics.value)",
-            );
+            sql.push(LATEST_METRIC_CONFLICT);
             bind_all(sqlx::query(self.sql(&sql.text)), &sql.binds)
                 .execute(&mut **tx)
                 .await?;
@@ -539,6 +526,47 @@ fn newer(candidate: &Metric, current: &Metric) -> bool {
 
 fn stored_value(value: f64) -> (f64, i64) {
     if value.is_nan() { (0.0, 1) } else { (value, 0) }
+}
+
+/// Returns the newest metric of each key in MLflow's order, ordered by key.
+fn newest_per_key(metrics: &[Metric]) -> Vec<&Metric> {
+    let mut newest: BTreeMap<&str, &Metric> = BTreeMap::new();
+    for metric in metrics {
+        match newest.get(metric.key.as_str()) {
+            Some(current) if !newer(metric, current) => {}
+            _ => {
+                newest.insert(metric.key.as_str(), metric);
+            }
+        }
+    }
+    newest.into_values().collect()
+}
+
+/// Fails unless `stage`, the stored lifecycle stage of run `run_id`, is present and active.
+fn require_active(run_id: &str, stage: Option<String>) -> Result<(), TrackingError> {
+    let stage = stage.ok_or_else(|| TrackingError::not_found("run", run_id))?;
+    let parsed = LifecycleStage::parse(&stage).ok_or_else(|| corrupt("lifecycle stage", &stage))?;
+    if parsed != LifecycleStage::Active {
+        return Err(TrackingError::InvalidState(format!(
+            "run {run_id} is deleted; restore it before logging to it"
+        )));
+    }
+    Ok(())
+}
+
+/// Fails when `param` would change the value `old` that run `run_id` already has.
+fn require_same_param(run_id: &str, param: &Param, old: &str) -> Result<(), TrackingError> {
+    if old == param.value {
+        return Ok(());
+    }
+    Err(TrackingError::invalid(
+        "params",
+        format!(
+            "param {:?} of run {run_id} already has the value {old:?}; \
+             params are immutable, so log {:?} under another key",
+            param.key, param.value
+        ),
+    ))
 }
 
 fn page<T>(mut items: Vec<T>, max_results: u32, offset: u64) -> Page<T> {
@@ -1024,6 +1052,21 @@ impl TrackingStore for SqlTrackingStore {
         loop {
             attempt += 1;
             let lock = audit.lock().await;
+            if attempt == 1
+                && let Some(direct) = self.db.sqlite_direct()
+            {
+                match direct::log_batch_audited(direct, scope, batch, audit, &lock, entry) {
+                    direct::Written::Committed(head) => {
+                        let stored = head.entry.clone();
+                        audit.committed(head);
+                        return Ok(stored);
+                    }
+                    direct::Written::Failed(error) => return Err(error),
+                    // The sqlx path below waits for the write lock, and reads and checks the
+                    // chain head when the known one is missing or stale.
+                    direct::Written::NotTaken => {}
+                }
+            }
             let mut tx = self.begin_write().await?;
             self.write_batch(
                 &mut tx,
@@ -1130,8 +1173,7 @@ impl TrackingStore for SqlTrackingStore {
                 next_offset: None,
             });
         }
-        let plan = self.run_plan(scope, query).await?;
-        self.search_runs_with(scope, query, plan).await
+        self.search(scope, query).await
     }
 
     async fn log_outputs(

@@ -31,12 +31,14 @@
 //! search that the scan would have answered sooner; both are bounded by [`COUNT_LIMIT`]
 //! matches for the driven plan.
 
+mod sqlite;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 
 use ghaf_meta::Dialect;
+use ghaf_meta::rusqlite::Connection;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
 
@@ -134,25 +136,39 @@ fn push_driving_conditions(sql: &mut SqlBuilder, scope: &Scope, indexed: &Indexe
     }
 }
 
-impl SqlTrackingStore {
+/// The executor of a run search's statements: the sqlx pool of a [`SqlTrackingStore`] on
+/// either database, or a direct SQLite [`Connection`] on the calling thread. The calls on a
+/// direct connection never wait on another task, so a search through one runs under
+/// [`futures::executor::block_on`].
+pub(crate) trait SearchReader: Copy {
+    fn dialect(self) -> Dialect;
+
+    /// Returns the first column of the single row of a `COUNT(*)` statement.
+    async fn count(self, sql: &SqlBuilder) -> Result<i64, TrackingError>;
+
+    /// Runs a statement that selects [`RUN_COLUMNS`].
+    async fn run_infos(self, sql: &SqlBuilder) -> Result<Vec<RunInfo>, TrackingError>;
+
+    /// Loads params, tags, latest metrics and outputs of `infos`, keeping their order.
+    async fn complete_runs(
+        self,
+        scope: &Scope,
+        infos: Vec<RunInfo>,
+    ) -> Result<Vec<Run>, TrackingError>;
+
     /// Returns `COUNT(*)` of the rows of `inner`, reading at most `limit` of them.
-    async fn bounded_count(&self, mut inner: SqlBuilder, limit: i64) -> Result<i64, TrackingError> {
+    async fn bounded_count(self, mut inner: SqlBuilder, limit: i64) -> Result<i64, TrackingError> {
         let mut sql = SqlBuilder::default();
         sql.push("SELECT COUNT(*) FROM (");
         sql.push(&inner.text);
         sql.binds.append(&mut inner.binds);
         sql.push(" LIMIT ?) c").bind(Bind::Int(limit));
-        let rows = self.fetch_all(&sql).await?;
-        let count = match rows.first() {
-            Some(row) => row.try_get::<i64, _>(0)?,
-            None => 0,
-        };
-        Ok(count)
+        self.count(&sql).await
     }
 
     /// Counts the runs of the searched experiments and view, reading at most `limit`.
     async fn count_runs(
-        &self,
+        self,
         scope: &Scope,
         query: &RunQuery,
         limit: i64,
@@ -166,11 +182,7 @@ impl SqlTrackingStore {
     }
 
     /// Chooses the plan of a run search as the module documentation describes.
-    pub(crate) async fn run_plan(
-        &self,
-        scope: &Scope,
-        query: &RunQuery,
-    ) -> Result<RunPlan, TrackingError> {
+    async fn run_plan(self, scope: &Scope, query: &RunQuery) -> Result<RunPlan, TrackingError> {
         let candidates: Vec<(usize, IndexedClause<'_>)> = query
             .filter
             .clauses
@@ -215,65 +227,201 @@ impl SqlTrackingStore {
     }
 
     /// Runs the search with `plan` and loads the details of the page's runs.
+    async fn search_with(
+        self,
+        scope: &Scope,
+        query: &RunQuery,
+        plan: RunPlan,
+    ) -> Result<Page<Run>, TrackingError> {
+        let sql = search_statement(self.dialect(), scope, query, plan)?;
+        let infos = self.run_infos(&sql).await?;
+        let Page { items, next_offset } = page(infos, query.max_results, query.offset);
+        Ok(Page {
+            items: self.complete_runs(scope, items).await?,
+            next_offset,
+        })
+    }
+
+    /// Chooses the plan and runs the search.
+    async fn search(self, scope: &Scope, query: &RunQuery) -> Result<Page<Run>, TrackingError> {
+        let plan = self.run_plan(scope, query).await?;
+        self.search_with(scope, query, plan).await
+    }
+}
+
+impl SearchReader for &SqlTrackingStore {
+    fn dialect(self) -> Dialect {
+        self.db().dialect()
+    }
+
+    async fn count(self, sql: &SqlBuilder) -> Result<i64, TrackingError> {
+        let rows = self.fetch_all(sql).await?;
+        match rows.first() {
+            Some(row) => Ok(row.try_get::<i64, _>(0)?),
+            None => Ok(0),
+        }
+    }
+
+    async fn run_infos(self, sql: &SqlBuilder) -> Result<Vec<RunInfo>, TrackingError> {
+        self.fetch_all(sql)
+            .await?
+            .iter()
+            .map(run_info_from_row)
+            .collect()
+    }
+
+    async fn complete_runs(
+        self,
+        scope: &Scope,
+        infos: Vec<RunInfo>,
+    ) -> Result<Vec<Run>, TrackingError> {
+        SqlTrackingStore::complete_runs(self, scope, infos).await
+    }
+}
+
+impl SearchReader for &Connection {
+    fn dialect(self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn count(self, sql: &SqlBuilder) -> Result<i64, TrackingError> {
+        sqlite::count(self, sql)
+    }
+
+    async fn run_infos(self, sql: &SqlBuilder) -> Result<Vec<RunInfo>, TrackingError> {
+        sqlite::run_infos(self, sql)
+    }
+
+    async fn complete_runs(
+        self,
+        scope: &Scope,
+        infos: Vec<RunInfo>,
+    ) -> Result<Vec<Run>, TrackingError> {
+        sqlite::complete_runs(self, scope, infos)
+    }
+}
+
+/// Returns the rank of `clause` among the checks of a search statement, lowest first.
+/// SQLite checks a row's conditions in the order they are written and stops at the first
+/// that fails. So attribute comparisons, which read the run's own row, come first, then `=`
+/// on a param or tag, then metric comparisons, then the rest.
+/// NOTE: `=` before a metric range is a guess, because the store keeps no statistics of
+/// values. The order changes the cost of a search, never its result.
+fn check_rank(clause: &RunClause) -> u8 {
+    match (&clause.field, clause.comparator) {
+        (RunField::Attribute(_), _) => 0,
+        (RunField::Param(_) | RunField::Tag(_), Comparator::Eq) => 1,
+        (RunField::Metric(_), _) => 2,
+        _ => 3,
+    }
+}
+
+/// Returns the statement of a run search with `plan`, asking for one row more than the page.
+fn search_statement(
+    dialect: Dialect,
+    scope: &Scope,
+    query: &RunQuery,
+    plan: RunPlan,
+) -> Result<SqlBuilder, TrackingError> {
+    let mut sql = SqlBuilder::default();
+    match plan {
+        RunPlan::Drive(position) => {
+            let index = query
+                .filter
+                .clauses
+                .get(position)
+                .and_then(indexed)
+                .ok_or_else(|| {
+                    TrackingError::InvalidState(format!(
+                        "run search plan names clause {position}, which no index serves"
+                    ))
+                })?;
+            // CROSS JOIN makes SQLite read `d` first; PostgreSQL plans it as an inner join.
+            sql.push(&format!(
+                "SELECT {RUN_COLUMNS} FROM {} d CROSS JOIN tracking_runs r WHERE ",
+                index.table
+            ));
+            push_driving_conditions(&mut sql, scope, &index);
+            sql.push(
+                " AND r.tenant_id = d.tenant_id AND r.project_id = d.project_id AND \
+                 r.run_id = d.run_id",
+            );
+        }
+        RunPlan::Scan => {
+            sql.push(&format!(
+                "SELECT {RUN_COLUMNS} FROM tracking_runs r WHERE r.tenant_id = ? AND \
+                 r.project_id = ?"
+            ))
+            .text(scope.tenant.as_str())
+            .text(scope.project.as_str());
+        }
+    }
+    push_run_scope(&mut sql, query);
+    let mut checked: Vec<(usize, &RunClause)> = query
+        .filter
+        .clauses
+        .iter()
+        .enumerate()
+        // The join already applies the driving clause.
+        .filter(|(position, _)| plan != RunPlan::Drive(*position))
+        .collect();
+    checked.sort_by_key(|(_, clause)| check_rank(clause));
+    for (_, clause) in checked {
+        run_clause(&mut sql, dialect, clause);
+    }
+    run_order(&mut sql, &query.order_by);
+    sql.page(query.max_results, query.offset);
+    Ok(sql)
+}
+
+impl SqlTrackingStore {
+    /// Searches runs. On a SQLite file database all statements of the search run on one
+    /// direct connection in one blocking task. That saves sqlx's two thread hand-offs per
+    /// statement and its conversion of each value. Other databases use the pool, with the
+    /// same search statement.
+    pub(crate) async fn search(
+        &self,
+        scope: &Scope,
+        query: &RunQuery,
+    ) -> Result<Page<Run>, TrackingError> {
+        if self.db().sqlite_direct().is_none() {
+            return SearchReader::search(self, scope, query).await;
+        }
+        let db = self.db().clone();
+        let scope = scope.clone();
+        let query = query.clone();
+        let search = tokio::task::spawn_blocking(move || {
+            let Some(direct) = db.sqlite_direct() else {
+                return Err(TrackingError::InvalidState(
+                    "the SQLite database lost its direct connections".into(),
+                ));
+            };
+            direct.read(|conn| Ok(futures::executor::block_on(conn.search(&scope, &query))))?
+        });
+        search.await.map_err(|error| {
+            TrackingError::InvalidState(format!("the run search task failed: {error}"))
+        })?
+    }
+
+    /// Chooses the plan of a run search through the pool.
+    #[cfg(test)]
+    pub(crate) async fn run_plan(
+        &self,
+        scope: &Scope,
+        query: &RunQuery,
+    ) -> Result<RunPlan, TrackingError> {
+        SearchReader::run_plan(self, scope, query).await
+    }
+
+    /// Runs the search with `plan` through the pool.
+    #[cfg(test)]
     pub(crate) async fn search_runs_with(
         &self,
         scope: &Scope,
         query: &RunQuery,
         plan: RunPlan,
     ) -> Result<Page<Run>, TrackingError> {
-        let dialect = self.db().dialect();
-        let mut sql = SqlBuilder::default();
-        match plan {
-            RunPlan::Drive(position) => {
-                let index = query
-                    .filter
-                    .clauses
-                    .get(position)
-                    .and_then(indexed)
-                    .ok_or_else(|| {
-                        TrackingError::InvalidState(format!(
-                            "run search plan names clause {position}, which no index serves"
-                        ))
-                    })?;
-                // CROSS JOIN makes SQLite read `d` first; PostgreSQL plans it as an inner join.
-                sql.push(&format!(
-                    "SELECT {RUN_COLUMNS} FROM {} d CROSS JOIN tracking_runs r WHERE ",
-                    index.table
-                ));
-                push_driving_conditions(&mut sql, scope, &index);
-                sql.push(
-                    " AND r.tenant_id = d.tenant_id AND r.project_id = d.project_id AND \
-                     r.run_id = d.run_id",
-                );
-            }
-            RunPlan::Scan => {
-                sql.push(&format!(
-                    "SELECT {RUN_COLUMNS} FROM tracking_runs r WHERE r.tenant_id = ? AND \
-                     r.project_id = ?"
-                ))
-                .text(scope.tenant.as_str())
-                .text(scope.project.as_str());
-            }
-        }
-        push_run_scope(&mut sql, query);
-        for (position, clause) in query.filter.clauses.iter().enumerate() {
-            // The join already applies the driving clause.
-            if plan != RunPlan::Drive(position) {
-                run_clause(&mut sql, dialect, clause);
-            }
-        }
-        run_order(&mut sql, &query.order_by);
-        sql.page(query.max_results, query.offset);
-        let rows = self.fetch_all(&sql).await?;
-        let infos = rows
-            .iter()
-            .map(run_info_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let Page { items, next_offset } = page(infos, query.max_results, query.offset);
-        Ok(Page {
-            items: self.complete_runs(scope, items).await?,
-            next_offset,
-        })
+        SearchReader::search_with(self, scope, query, plan).await
     }
 
     /// Loads params, tags, latest metrics and outputs of `infos`, keeping their order. One

@@ -241,6 +241,69 @@ async fn sqlite_plans_agree() {
     check_plans(&SqlTrackingStore::new(meta.db().clone())).await;
 }
 
+/// Searches through a direct connection of `store`'s SQLite file with `plan`, or with the
+/// chosen plan when `plan` is `None`.
+fn direct_search(store: &SqlTrackingStore, query: &RunQuery, plan: Option<RunPlan>) -> String {
+    let direct = store.db().sqlite_direct().expect("a SQLite file database");
+    let page = direct
+        .read(|conn| {
+            Ok(futures::executor::block_on(async {
+                match plan {
+                    Some(plan) => conn.search_with(&scope(), query, plan).await,
+                    None => conn.search(&scope(), query).await,
+                }
+            }))
+        })
+        .unwrap()
+        .unwrap();
+    format!("{page:?}")
+}
+
+#[tokio::test]
+async fn sqlite_direct_search_matches_pool() {
+    let (meta, _dir) = sqlite_store().await;
+    let store = SqlTrackingStore::new(meta.db().clone());
+    let (large, small) = seed(&store).await;
+    let mut queries: Vec<RunQuery> = CASES
+        .iter()
+        .map(|&(filter, order, max, offset, _)| query(large, filter, order, max, offset))
+        .collect();
+    queries.push(query(small, "tags.team = 'team-7'", &[], 1000, 0));
+    queries.push(query(large, "", &["metrics.loss ASC"], 40, 3_000 - 20));
+    for query in &queries {
+        let plan = store.run_plan(&scope(), query).await.unwrap();
+        let direct_plan = store
+            .db()
+            .sqlite_direct()
+            .unwrap()
+            .read(|conn| Ok(futures::executor::block_on(conn.run_plan(&scope(), query))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(direct_plan, plan, "plans of {:?}", query.filter);
+
+        let pooled = store.search_runs_with(&scope(), query, plan).await.unwrap();
+        assert!(
+            !pooled.items.is_empty(),
+            "{:?} matches no run",
+            query.filter
+        );
+        assert_eq!(
+            direct_search(&store, query, Some(plan)),
+            format!("{pooled:?}"),
+            "direct and pooled pages of {:?} differ",
+            query.filter
+        );
+        assert_eq!(
+            direct_search(&store, query, None),
+            format!("{pooled:?}"),
+            "chosen direct page of {:?}",
+            query.filter
+        );
+        let searched = store.search_runs(&scope(), query).await.unwrap();
+        assert_eq!(format!("{searched:?}"), format!("{pooled:?}"));
+    }
+}
+
 #[tokio::test]
 async fn postgres_plans_agree() {
     let (meta, guard) = postgres_store().await;
@@ -295,6 +358,26 @@ async fn check_exact_values(store: &SqlTrackingStore) {
         let key = format!("m{index}");
         let found = loaded.metrics.iter().find(|m| m.key == key).unwrap();
         assert_eq!(found.value.to_bits(), value.to_bits(), "metric {key}");
+    }
+
+    // On SQLite file databases the search reads details through its own statements.
+    let searched = store
+        .search_runs(&scope, &query(DEFAULT_EXPERIMENT_ID, "", &[], 10, 0))
+        .await
+        .unwrap();
+    assert_eq!(searched.items.len(), 1);
+    for (index, value) in values.iter().enumerate() {
+        let key = format!("m{index}");
+        let found = searched.items[0]
+            .metrics
+            .iter()
+            .find(|m| m.key == key)
+            .unwrap();
+        assert_eq!(
+            found.value.to_bits(),
+            value.to_bits(),
+            "searched metric {key}"
+        );
     }
 }
 
