@@ -36,7 +36,7 @@ enum EncodedKeys<'a> {
 }
 
 impl EncodedKeys<'_> {
-    /// Whether rows `a` and `b` have the same key tuple.
+    /// Returns whether rows `a` and `b` have the same key tuple.
     fn same_key(&self, a: usize, b: usize) -> bool {
         match self {
             EncodedKeys::Int(values) => values.value(a) == values.value(b),

@@ -622,8 +622,8 @@ impl FeatureStore {
     }
 
     /// Reads a view version's table from the table cache directory. A missing file gives
-    /// `None`. An unusable one is logged, deleted and also gives `None`, so the caller
-    /// computes the table again; one that could not be read is logged and kept.
+    /// `None`. An unusable file is logged, deleted and also gives `None`, so the caller
+    /// computes the table again. A file that could not be read is logged and kept.
     async fn load_persisted(
         &self,
         tables: &TableCache,
@@ -649,8 +649,8 @@ impl FeatureStore {
         .and_then(|result| result);
         match result {
             Ok(found) => found,
-            // A failed read (too many open files, a stopped runtime) says nothing about the
-            // file, so it stays for the next call.
+            // A failed read (too many open files, a stopped runtime) does not show that the
+            // file is damaged, so the file stays for the next call.
             Err(error @ (FeatureError::Io(_) | FeatureError::Online(_))) => {
                 tracing::warn!(
                     view = %stored.name,
