@@ -46,6 +46,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0100_tracking.sql"),
     },
     Migration {
+        version: 101,
+        name: "tracking_search_layout",
+        sqlite: include_str!("../migrations/0101_tracking_search_layout.sqlite.sql"),
+        postgres: include_str!("../migrations/0101_tracking_search_layout.postgres.sql"),
+    },
+    Migration {
         version: 200,
         name: "ingest",
         sqlite: include_str!("../migrations/0200_ingest.sql"),
@@ -141,6 +147,11 @@ async fn apply_pending(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<(), Me
             name: migration.name,
             source,
         };
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying metadata migration"
+        );
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::raw_sql(script)
             .execute(&mut *tx)

@@ -108,24 +108,27 @@ fn string_match(
     }
 }
 
-/// Appends the start of a correlated subquery on `table` for the run's row with `key`; it is
-/// a primary-key lookup per candidate run. The search module chooses when a selective clause
-/// starts from its value index instead.
-fn scoped_subquery(sql: &mut SqlBuilder, table: &str, key: &str) {
+/// Appends the start of a correlated subquery on `table` for the row with `key` of the run
+/// that the alias `owner` names. It is one index lookup per candidate run. The search module
+/// chooses when a selective clause starts from its value index instead.
+fn scoped_subquery(sql: &mut SqlBuilder, table: &str, key: &str, owner: &str) {
     sql.push(&format!(
-        "SELECT 1 FROM {table} s WHERE s.tenant_id = r.tenant_id AND \
-         s.project_id = r.project_id AND s.run_id = r.run_id AND s.key = ?"
+        "SELECT 1 FROM {table} s WHERE s.tenant_id = {owner}.tenant_id AND \
+         s.project_id = {owner}.project_id AND s.run_id = {owner}.run_id AND s.key = ?"
     ))
     .text(key);
 }
 
-/// Appends ` AND <condition>` for one run-search clause.
-pub(crate) fn run_clause(sql: &mut SqlBuilder, dialect: Dialect, clause: &RunClause) {
+/// Appends ` AND <condition>` for one run-search clause. Param, tag and metric clauses
+/// correlate on the tenant, project and run id of the alias `owner`, which is `r` or a
+/// driving table joined to `r` on those columns. Naming the driving table lets SQLite check
+/// the clause before it reads the run. Attribute clauses always read `r`.
+pub(crate) fn run_clause(sql: &mut SqlBuilder, dialect: Dialect, clause: &RunClause, owner: &str) {
     sql.push(" AND ");
     match (&clause.field, &clause.value) {
         (RunField::Metric(key), Literal::Number(number)) => {
             sql.push("EXISTS (");
-            scoped_subquery(sql, "tracking_latest_metrics", key);
+            scoped_subquery(sql, "tracking_latest_metrics", key, owner);
             let op = clause.comparator.sql_comparison().unwrap_or("=");
             sql.push(&format!(" AND s.is_nan = 0 AND s.value {op} ?)"))
                 .bind(Bind::Real(*number));
@@ -138,7 +141,7 @@ pub(crate) fn run_clause(sql: &mut SqlBuilder, dialect: Dialect, clause: &RunCla
             };
             let negated = clause.comparator == Comparator::IsNull;
             sql.push(if negated { "NOT EXISTS (" } else { "EXISTS (" });
-            scoped_subquery(sql, table, key);
+            scoped_subquery(sql, table, key, owner);
             if let Literal::String(text) = value {
                 sql.push(" AND ");
                 string_match(sql, dialect, "s.value", clause.comparator, text);

@@ -146,14 +146,17 @@ pub(crate) trait SearchReader: Copy {
     /// Returns the first column of the single row of a `COUNT(*)` statement.
     async fn count(self, sql: &SqlBuilder) -> Result<i64, TrackingError>;
 
-    /// Runs a statement that selects [`RUN_COLUMNS`].
-    async fn run_infos(self, sql: &SqlBuilder) -> Result<Vec<RunInfo>, TrackingError>;
+    /// Runs a statement whose first column is a run id and returns the ids in row order.
+    async fn run_ids(self, sql: &SqlBuilder) -> Result<Vec<String>, TrackingError>;
 
-    /// Loads params, tags, latest metrics and outputs of `infos`, keeping their order.
-    async fn complete_runs(
+    /// Loads the runs `ids` of `query`'s experiments and view in `scope`, with their params,
+    /// tags, latest metrics and outputs, in the order of `ids`. A run that left the
+    /// experiments or the view since its id was read is left out.
+    async fn load_runs(
         self,
         scope: &Scope,
-        infos: Vec<RunInfo>,
+        query: &RunQuery,
+        ids: Vec<String>,
     ) -> Result<Vec<Run>, TrackingError>;
 
     /// Returns `COUNT(*)` of the rows of `inner`, reading at most `limit` of them.
@@ -226,7 +229,7 @@ pub(crate) trait SearchReader: Copy {
         Ok(RunPlan::Drive(position))
     }
 
-    /// Runs the search with `plan` and loads the details of the page's runs.
+    /// Runs the search with `plan`, then loads the page's runs with their details.
     async fn search_with(
         self,
         scope: &Scope,
@@ -234,10 +237,10 @@ pub(crate) trait SearchReader: Copy {
         plan: RunPlan,
     ) -> Result<Page<Run>, TrackingError> {
         let sql = search_statement(self.dialect(), scope, query, plan)?;
-        let infos = self.run_infos(&sql).await?;
-        let Page { items, next_offset } = page(infos, query.max_results, query.offset);
+        let ids = self.run_ids(&sql).await?;
+        let Page { items, next_offset } = page(ids, query.max_results, query.offset);
         Ok(Page {
-            items: self.complete_runs(scope, items).await?,
+            items: self.load_runs(scope, query, items).await?,
             next_offset,
         })
     }
@@ -262,19 +265,32 @@ impl SearchReader for &SqlTrackingStore {
         }
     }
 
-    async fn run_infos(self, sql: &SqlBuilder) -> Result<Vec<RunInfo>, TrackingError> {
+    async fn run_ids(self, sql: &SqlBuilder) -> Result<Vec<String>, TrackingError> {
         self.fetch_all(sql)
             .await?
             .iter()
-            .map(run_info_from_row)
+            .map(|row| Ok(row.try_get::<String, _>(0)?))
             .collect()
     }
 
-    async fn complete_runs(
+    /// NOTE: on the pool the search and this load are separate statements without a shared
+    /// snapshot. A run changed in between comes back with its new values, and one that left
+    /// the searched experiments or view is left out, so such a page can be one run short.
+    async fn load_runs(
         self,
         scope: &Scope,
-        infos: Vec<RunInfo>,
+        query: &RunQuery,
+        ids: Vec<String>,
     ) -> Result<Vec<Run>, TrackingError> {
+        let mut found: HashMap<String, RunInfo> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = runs_by_id_statement(scope, query, chunk);
+            for row in self.fetch_all(&sql).await? {
+                let info = run_info_from_row(&row)?;
+                found.insert(info.run_id.clone(), info);
+            }
+        }
+        let infos = ids.iter().filter_map(|id| found.remove(id)).collect();
         SqlTrackingStore::complete_runs(self, scope, infos).await
     }
 }
@@ -288,23 +304,27 @@ impl SearchReader for &Connection {
         sqlite::count(self, sql)
     }
 
-    async fn run_infos(self, sql: &SqlBuilder) -> Result<Vec<RunInfo>, TrackingError> {
-        sqlite::run_infos(self, sql)
+    async fn run_ids(self, sql: &SqlBuilder) -> Result<Vec<String>, TrackingError> {
+        sqlite::run_ids(self, sql)
     }
 
-    async fn complete_runs(
+    async fn load_runs(
         self,
         scope: &Scope,
-        infos: Vec<RunInfo>,
+        query: &RunQuery,
+        ids: Vec<String>,
     ) -> Result<Vec<Run>, TrackingError> {
+        let infos = sqlite::run_infos_by_id(self, scope, query, &ids)?;
         sqlite::complete_runs(self, scope, infos)
     }
 }
 
 /// Returns the rank of `clause` among the checks of a search statement, lowest first.
 /// SQLite checks a row's conditions in the order they are written and stops at the first
-/// that fails. So attribute comparisons, which read the run's own row, come first, then `=`
-/// on a param or tag, then metric comparisons, then the rest.
+/// that fails. So attribute comparisons, which cost one read of the run's row, come first,
+/// then `=` on a param or tag, then metric comparisons, then the rest. In a driven search,
+/// SQLite checks the param, tag and metric clauses before it reads the run, so there the
+/// attribute comparisons come last.
 /// NOTE: `=` before a metric range is a guess, because the store keeps no statistics of
 /// values. The order changes the cost of a search, never its result.
 fn check_rank(clause: &RunClause) -> u8 {
@@ -316,7 +336,14 @@ fn check_rank(clause: &RunClause) -> u8 {
     }
 }
 
-/// Returns the statement of a run search with `plan`, asking for one row more than the page.
+/// Returns the statement of a run search with `plan`, which selects the run ids of the page
+/// and one more.
+///
+/// It selects only the run id, and the page's runs are read by id afterwards. On SQLite the
+/// runs index contains the run id (the primary key of a WITHOUT ROWID table). So a scan
+/// whose clauses and order need no other run column checks each candidate run without
+/// reading its row. A driven search checks the other param, tag and metric clauses on the
+/// driving table's run id, before it reads the run.
 fn search_statement(
     dialect: Dialect,
     scope: &Scope,
@@ -338,7 +365,7 @@ fn search_statement(
                 })?;
             // CROSS JOIN makes SQLite read `d` first; PostgreSQL plans it as an inner join.
             sql.push(&format!(
-                "SELECT {RUN_COLUMNS} FROM {} d CROSS JOIN tracking_runs r WHERE ",
+                "SELECT r.run_id FROM {} d CROSS JOIN tracking_runs r WHERE ",
                 index.table
             ));
             push_driving_conditions(&mut sql, scope, &index);
@@ -348,10 +375,9 @@ fn search_statement(
             );
         }
         RunPlan::Scan => {
-            sql.push(&format!(
-                "SELECT {RUN_COLUMNS} FROM tracking_runs r WHERE r.tenant_id = ? AND \
-                 r.project_id = ?"
-            ))
+            sql.push(
+                "SELECT r.run_id FROM tracking_runs r WHERE r.tenant_id = ? AND r.project_id = ?",
+            )
             .text(scope.tenant.as_str())
             .text(scope.project.as_str());
         }
@@ -366,8 +392,12 @@ fn search_statement(
         .filter(|(position, _)| plan != RunPlan::Drive(*position))
         .collect();
     checked.sort_by_key(|(_, clause)| check_rank(clause));
+    let owner = match plan {
+        RunPlan::Drive(_) => "d",
+        RunPlan::Scan => "r",
+    };
     for (_, clause) in checked {
-        run_clause(&mut sql, dialect, clause);
+        run_clause(&mut sql, dialect, clause, owner);
     }
     run_order(&mut sql, &query.order_by);
     sql.page(query.max_results, query.offset);
@@ -396,7 +426,14 @@ impl SqlTrackingStore {
                     "the SQLite database lost its direct connections".into(),
                 ));
             };
-            direct.read(|conn| Ok(futures::executor::block_on(conn.search(&scope, &query))))?
+            // One read transaction gives every statement of the search the same snapshot, so
+            // the page's runs and details match the ids that the search selected.
+            direct.read(|conn| {
+                let snapshot = conn.unchecked_transaction()?;
+                let page = futures::executor::block_on((&*snapshot).search(&scope, &query));
+                snapshot.finish()?;
+                Ok(page)
+            })?
         });
         search.await.map_err(|error| {
             TrackingError::InvalidState(format!("the run search task failed: {error}"))
@@ -470,6 +507,21 @@ impl SqlTrackingStore {
             })
             .collect())
     }
+}
+
+/// Returns the statement that selects [`RUN_COLUMNS`] of the runs `ids` that are still in
+/// the experiments and view of `query`.
+pub(super) fn runs_by_id_statement(scope: &Scope, query: &RunQuery, ids: &[String]) -> SqlBuilder {
+    let mut sql = SqlBuilder::default();
+    sql.push(&format!(
+        "SELECT {RUN_COLUMNS} FROM tracking_runs r WHERE r.tenant_id = ? AND r.project_id = ? \
+         AND r.run_id IN "
+    ))
+    .text(scope.tenant.as_str())
+    .text(scope.project.as_str())
+    .list(ids.iter().map(|id| Bind::Text(id.clone())));
+    push_run_scope(&mut sql, query);
+    sql
 }
 
 /// Appends the experiment and lifecycle conditions of a run search on the alias `r`.

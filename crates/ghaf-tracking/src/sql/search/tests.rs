@@ -192,6 +192,24 @@ const CASES: &[(&str, &[&str], u32, u64, bool)] = &[
         false,
     ),
     ("params.model != 'rf'", &[], 100, 0, false),
+    // Clauses checked on the driving table's run id: a negated lookup, LIKE and ILIKE on a
+    // tag, IS NOT NULL, a metric inequality, and an attribute that needs the run's row.
+    (
+        "tags.team = 'team-7' and params.absent IS NULL and tags.team LIKE 'team-%' and \
+         attributes.run_name LIKE 'run-1%'",
+        &[],
+        100,
+        0,
+        true,
+    ),
+    (
+        "metrics.loss < 0.05 and tags.team ILIKE 'TEAM-7' and params.model IS NOT NULL and \
+         metrics.loss != 0.01",
+        &[],
+        10,
+        0,
+        true,
+    ),
     (
         "tags.team = 'team-7'",
         &["attributes.run_name ASC"],
