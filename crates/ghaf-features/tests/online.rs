@@ -171,12 +171,34 @@ async fn large_batch(store: &dyn OnlineStore) {
     }
 }
 
+/// Checks that a batch of the size of a typical online request (120 keys, which the redb
+/// store reads on the calling task), with stored and missing keys mixed, comes back in
+/// request order.
+async fn request_sized_batch(store: &dyn OnlineStore) {
+    let scope = scope("acme", "p1", 4);
+    let rows: Vec<_> = (0..60).map(|i| (key(i), row(i, 0, json!(i)))).collect();
+    store.write(&scope, rows).await.unwrap();
+    let keys: Vec<_> = (0..60).flat_map(|i| [key(i), key(1_000_000 + i)]).collect();
+
+    let read = store.read(&scope, &keys).await.unwrap();
+
+    assert_eq!(read.len(), 120);
+    for (i, pair) in read.chunks(2).enumerate() {
+        assert_eq!(pair[0].as_ref().unwrap().values["rate"], json!(i));
+        assert!(pair[1].is_none(), "missing key {} has a row", 1_000_000 + i);
+    }
+    let few = store.read(&scope, &[key(59), key(5)]).await.unwrap();
+    assert_eq!(few[0].as_ref().unwrap().values["rate"], json!(59));
+    assert_eq!(few[1].as_ref().unwrap().values["rate"], json!(5));
+}
+
 async fn run_all(store: &dyn OnlineStore) {
     round_trip(store).await;
     older_write_never_overwrites(store).await;
     ttl_applies_on_read(store).await;
     scopes_are_isolated(store).await;
     large_batch(store).await;
+    request_sized_batch(store).await;
 }
 
 #[tokio::test]

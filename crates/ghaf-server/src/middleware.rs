@@ -26,6 +26,15 @@ struct CallerIds {
     principal: String,
 }
 
+impl CallerIds {
+    fn of(caller: &Caller) -> Self {
+        Self {
+            tenant: caller.tenant.to_string(),
+            principal: caller.principal.to_string(),
+        }
+    }
+}
+
 /// Assigns the request id, applies the time limit, records metrics and logs server errors
 /// once with the request's ids.
 pub async fn request_context(
@@ -39,15 +48,15 @@ pub async fn request_context(
         .and_then(|value| value.to_str().ok())
         .and_then(RequestId::parse_client)
         .unwrap_or_else(RequestId::generate);
-    request.extensions_mut().insert(request_id.clone());
+    let request_id_header = HeaderValue::from_str(request_id.as_str()).ok();
     let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    // `MatchedPath` shares its string, so keeping it costs no copy.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let started = Instant::now();
 
     let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+    request.extensions_mut().insert(request_id);
     // Uploads carry whole files, so they get their own, longer limit.
     let is_upload =
         request.method() == axum::http::Method::POST && route == crate::api::datasets::UPLOAD_ROUTE;
@@ -74,8 +83,8 @@ pub async fn request_context(
 
     let status = response.status();
     state.metrics().observe_request(
-        &method,
-        &route,
+        method,
+        route,
         status.as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -92,7 +101,7 @@ pub async fn request_context(
             "request failed"
         );
     }
-    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+    if let Some(value) = request_id_header {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
@@ -103,21 +112,17 @@ pub const PROJECT_HEADER: &str = "x-ghaf-project";
 
 /// Returns the method as a metric label: one of the standard methods, or `other`, so a
 /// client cannot create label values at will.
-fn method_label(method: &axum::http::Method) -> String {
+fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
-    let known = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::PATCH,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-    ];
-    if known.contains(method) {
-        method.as_str().to_owned()
-    } else {
-        "other".to_owned()
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 
@@ -145,12 +150,6 @@ pub async fn guard(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .cloned()
-        .unwrap_or_else(RequestId::generate);
-    let resource = resource_of(request.uri().path());
     let params = match path {
         Ok(Path(params)) => params,
         Err(rejection) => return crate::extract::path_error(&rejection).into_response(),
@@ -160,8 +159,7 @@ pub async fn guard(
     let (caller, project) = match authorised {
         Ok(found) => found,
         Err((error, caller)) => {
-            let (entry, response) =
-                rejection(&guard, error, caller, &request, &resource, &request_id);
+            let (entry, response) = rejection(&guard, error, caller, &request);
             record_audit(&guard.state, entry).await;
             return response;
         }
@@ -204,17 +202,11 @@ pub async fn guard(
         .as_ref()
         .filter(|_| guard.mlflow || guard.project_from_header)
         .map(|project| project.name.clone());
-    request.extensions_mut().insert(caller.clone());
-    if let Some(project) = project {
-        request.extensions_mut().insert(project);
-    }
     let audit_template = guard.action.audited().then(|| {
         let mut entry = audit_entry(
             &guard,
             Some(&caller),
             &request,
-            &resource,
-            &request_id,
             AuditOutcome::Success,
             0,
             None,
@@ -231,28 +223,59 @@ pub async fn guard(
             .extensions_mut()
             .insert(AuditInTransaction(entry.clone()));
     }
+    let ids = CallerIds::of(&caller);
+    request.extensions_mut().insert(caller);
+    if let Some(project) = project {
+        request.extensions_mut().insert(project);
+    }
 
-    // The handler and its audit entry run in their own task: a client that disconnects, or
-    // the request time limit, drops this future but never a half-audited change.
-    let state = guard.state.clone();
-    let task = tokio::spawn(async move {
-        let handler = std::panic::AssertUnwindSafe(next.run(request));
-        let response = match futures::FutureExt::catch_unwind(handler).await {
+    let call = run_handler(guard.state.clone(), next, request, audit_template);
+    let mut response = if runs_detached(guard.action) {
+        // A client that disconnects, or the request time limit, drops this future. The
+        // handler and its audit entry run in their own task, so neither is cut off halfway.
+        match tokio::spawn(call).await {
             Ok(response) => response,
-            Err(panic) => panic_response(panic),
-        };
-        let recorded = response.extensions().get::<AuditRecorded>().is_some();
-        if let Some(entry) = audit_template.filter(|_| !recorded) {
-            record_audit(&state, complete_entry(entry, &response)).await;
+            Err(error) => {
+                ApiError::new(ErrorCode::Internal, format!("request task failed: {error}"))
+                    .into_response()
+            }
         }
-        response
-    });
-    let mut response = match task.await {
-        Ok(response) => response,
-        Err(error) => ApiError::new(ErrorCode::Internal, format!("request task failed: {error}"))
-            .into_response(),
+    } else {
+        call.await
     };
-    attach_ids(&mut response, &caller);
+    response.extensions_mut().insert(ids);
+    response
+}
+
+/// Returns whether the guard runs the handler of `action` in a task of its own, which
+/// finishes even when the request future is dropped.
+///
+/// Audited actions need that, so their change and its audit entry are never cut off halfway.
+/// Inference is not audited but keeps its own task too, so a prediction the model computed
+/// reaches the prediction log even when the client has gone. Every other action only reads,
+/// so its handler runs inline in the request future: that skips a task spawn and the
+/// wake-ups between the two tasks, which add to the latency of every small read.
+fn runs_detached(action: Action) -> bool {
+    action.audited() || action == Action::EndpointsInfer
+}
+
+/// Runs the handler, turning a panic into a `500 internal` response, and appends the audit
+/// entry of an audited call unless the handler already appended it.
+async fn run_handler(
+    state: AppState,
+    next: Next,
+    request: Request,
+    audit_template: Option<NewAuditEntry>,
+) -> Response {
+    let handler = std::panic::AssertUnwindSafe(next.run(request));
+    let response = match futures::FutureExt::catch_unwind(handler).await {
+        Ok(response) => response,
+        Err(panic) => panic_response(panic),
+    };
+    let recorded = response.extensions().get::<AuditRecorded>().is_some();
+    if let Some(entry) = audit_template.filter(|_| !recorded) {
+        record_audit(&state, complete_entry(entry, &response)).await;
+    }
     response
 }
 
@@ -264,8 +287,6 @@ fn rejection(
     error: AuthError,
     caller: Option<Caller>,
     request: &Request,
-    resource: &str,
-    request_id: &RequestId,
 ) -> (NewAuditEntry, Response) {
     let outcome = if error.is_denial() || error.code() == ErrorCode::NotFound {
         AuditOutcome::Denied
@@ -278,8 +299,6 @@ fn rejection(
         guard,
         caller.as_ref(),
         request,
-        resource,
-        request_id,
         outcome,
         api_error.code.http_status(),
         Some(api_error.code),
@@ -485,17 +504,21 @@ fn resource_of(path: &str) -> String {
     resource
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Builds the audit entry of a call from its request: the resource is the request path (see
+/// [`resource_of`]) and the request id is the one [`request_context`] assigned.
 fn audit_entry(
     guard: &Guard,
     caller: Option<&Caller>,
     request: &Request,
-    resource: &str,
-    request_id: &RequestId,
     outcome: AuditOutcome,
     status: u16,
     code: Option<ErrorCode>,
 ) -> NewAuditEntry {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(RequestId::generate);
     let mut details = serde_json::json!({ "method": request.method().as_str() });
     if let Some(caller) = caller {
         details["principal_name"] = caller.principal_name.clone().into();
@@ -515,7 +538,7 @@ fn audit_entry(
         tenant: caller.map_or_else(|| SYSTEM_CHAIN.to_owned(), |c| c.tenant.to_string()),
         actor: caller.map_or_else(|| "anonymous".to_owned(), |c| c.principal.to_string()),
         action: guard.action.name().to_owned(),
-        resource: resource.to_owned(),
+        resource: resource_of(request.uri().path()),
         outcome,
         status,
         request_id: request_id.to_string(),
@@ -551,10 +574,7 @@ async fn record_audit(state: &AppState, entry: NewAuditEntry) {
 }
 
 fn attach_ids(response: &mut Response, caller: &Caller) {
-    response.extensions_mut().insert(CallerIds {
-        tenant: caller.tenant.to_string(),
-        principal: caller.principal.to_string(),
-    });
+    response.extensions_mut().insert(CallerIds::of(caller));
 }
 
 /// Renders a handler panic as a `500 internal` JSON error; the request middleware logs it.
@@ -631,5 +651,213 @@ mod tests {
         let custom = axum::http::Method::from_bytes(b"BREAK1").unwrap();
         assert_eq!(method_label(&custom), "other");
         assert_eq!(method_label(&axum::http::Method::GET), "GET");
+        assert_eq!(method_label(&axum::http::Method::OPTIONS), "OPTIONS");
+    }
+
+    /// Every unaudited action except inference only reads, so its handler may run inline.
+    /// A new unaudited action must be added here after checking that its handler changes
+    /// nothing, or be made detached in [`runs_detached`].
+    #[test]
+    fn inline_actions_are_reads() {
+        let reads = [
+            "tenants.list",
+            "whoami",
+            "projects.list",
+            "projects.get",
+            "projects.members.list",
+            "principals.list",
+            "principals.get",
+            "role_bindings.list",
+            "tokens.list",
+            "tracking.read",
+            "models.read",
+            "datasets.list",
+            "datasets.get",
+            "datasets.versions.list",
+            "lineage.list",
+            "jobs.list",
+            "jobs.get",
+            "features.read",
+            "features.online.read",
+            "endpoints.list",
+            "endpoints.get",
+            "monitor.read",
+        ];
+        for action in Action::ALL {
+            let inline = !runs_detached(*action);
+            assert_eq!(
+                inline,
+                reads.contains(&action.name()),
+                "action {} runs inline: {inline}",
+                action.name()
+            );
+        }
+        assert!(runs_detached(Action::EndpointsInfer));
+        assert!(runs_detached(Action::FeaturesPush));
+    }
+}
+
+/// The guard around handlers that panic or outlast the time limit, on inline (unaudited)
+/// and detached (audited) routes.
+#[cfg(test)]
+mod guard_tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Method;
+    use ghaf_meta::{AuditFilter, MetaStore, SqlMetaStore};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::api::{Access, ApiRouter, RouteInfo};
+    use crate::config::ServerConfig;
+
+    const AUDIT_KEY: &[u8] = b"guard-test-audit-key-0123456789abcdef";
+    const PANIC_READ: &str = "/api/v1/projects/{project}/test/panic-read";
+    const PANIC_CHANGE: &str = "/api/v1/projects/{project}/test/panic-change";
+    const SLOW_READ: &str = "/api/v1/projects/{project}/test/slow-read";
+
+    struct Fixture {
+        router: axum::Router,
+        state: AppState,
+        token: String,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn panicking() -> Response {
+        panic!("test handler panicked")
+    }
+
+    async fn slow() -> Response {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        StatusCode::OK.into_response()
+    }
+
+    /// Builds a router with the test routes behind the guard and the request middleware,
+    /// layered as [`crate::app::router`] layers the real routes.
+    async fn fixture(mut config: ServerConfig) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        config.data_dir = dir.path().to_owned();
+        let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+        let db = ghaf_meta::Db::connect(&url, 4).await.expect("open sqlite");
+        let store: Arc<dyn MetaStore> = Arc::new(SqlMetaStore::new(db, AUDIT_KEY.to_vec()));
+        let blobs = ghaf_blob::BlobStore::from_config(&config.blob_config()).expect("blobs");
+        let state = AppState::new(store, blobs, AUDIT_KEY.to_vec(), config);
+        let created = crate::app::bootstrap(&state)
+            .await
+            .expect("bootstrap")
+            .expect("empty store bootstraps");
+
+        let mut api = ApiRouter::new();
+        let read = Access::Action(Action::FeaturesOnlineRead);
+        let change = Access::Action(Action::FeaturesPush);
+        api.add(
+            RouteInfo::new(Method::POST, PANIC_READ, read, "test"),
+            panicking,
+        );
+        api.add(
+            RouteInfo::new(Method::POST, PANIC_CHANGE, change, "test"),
+            panicking,
+        );
+        api.add(RouteInfo::new(Method::POST, SLOW_READ, read, "test"), slow);
+        let router = api
+            .into_router(state.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                request_context,
+            ))
+            .with_state(state.clone());
+        Fixture {
+            router,
+            state,
+            token: created.token.secret,
+            _dir: dir,
+        }
+    }
+
+    async fn post(fixture: &Fixture, template: &str) -> (StatusCode, serde_json::Value) {
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .uri(template.replace("{project}", "default"))
+            .header("authorization", format!("Bearer {}", fixture.token))
+            .header(REQUEST_ID_HEADER, "guard-test-request")
+            .body(Body::empty())
+            .expect("valid request");
+        let response = fixture
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router is infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    async fn audit_entries(fixture: &Fixture, action: Action) -> Vec<ghaf_core::audit::AuditEntry> {
+        let filter = AuditFilter {
+            action: Some(action.name().to_owned()),
+            limit: 100,
+            ..AuditFilter::default()
+        };
+        fixture
+            .state
+            .store()
+            .list_audit("default", &filter)
+            .await
+            .expect("list audit entries")
+    }
+
+    #[tokio::test]
+    async fn inline_handler_panic_is_500() {
+        let fixture = fixture(ServerConfig::default()).await;
+        assert!(!runs_detached(Action::FeaturesOnlineRead));
+
+        let (status, body) = post(&fixture, PANIC_READ).await;
+
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        // The client sees no panic message; the request middleware logs it.
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.contains("test handler panicked"), "{message}");
+        assert!(
+            audit_entries(&fixture, Action::FeaturesOnlineRead)
+                .await
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn detached_handler_panic_is_audited() {
+        let fixture = fixture(ServerConfig::default()).await;
+        assert!(runs_detached(Action::FeaturesPush));
+
+        let (status, body) = post(&fixture, PANIC_CHANGE).await;
+
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        let entries = audit_entries(&fixture, Action::FeaturesPush).await;
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries[0].status, 500);
+        assert_eq!(entries[0].outcome, AuditOutcome::Failed);
+        assert_eq!(entries[0].request_id, "guard-test-request");
+        assert_eq!(entries[0].resource, "projects/default/test/panic-change");
+    }
+
+    #[tokio::test]
+    async fn inline_handler_times_out() {
+        let mut config = ServerConfig::default();
+        config.http.request_timeout_seconds = 1;
+        let fixture = fixture(config).await;
+
+        let started = Instant::now();
+        let (status, body) = post(&fixture, SLOW_READ).await;
+
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

@@ -14,6 +14,12 @@ use crate::FeatureError;
 const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online_rows");
 const BACKEND: &str = "redb";
 
+/// Maximum number of keys a read looks up on the calling task instead of the blocking pool.
+/// A hand-off to the pool wakes a pool thread and then the task again. Each key costs a
+/// B-tree lookup in redb's page cache and a JSON decode of a few hundred bytes, so a batch
+/// of this size stays short enough to run between two awaits.
+const MAX_INLINE_READ_KEYS: usize = 128;
+
 /// Online store in a redb file.
 #[derive(Clone)]
 pub struct RedbOnlineStore {
@@ -89,9 +95,13 @@ impl RedbOnlineStore {
     ) -> Result<Vec<Option<OnlineRow>>, FeatureError> {
         let tx = db.begin_read().map_err(failed)?;
         let table = tx.open_table(ROWS).map_err(failed)?;
+        let prefix = scope.key_prefix();
+        let mut key = Vec::with_capacity(prefix.len() + 64);
         keys.iter()
             .map(|entity| {
-                let key = scope.key(entity);
+                key.clear();
+                key.extend_from_slice(&prefix);
+                entity.encode_into(&mut key);
                 match table.get(key.as_slice()).map_err(failed)? {
                     Some(guard) => decode(guard.value()).map(Some),
                     None => Ok(None),
@@ -120,8 +130,7 @@ impl OnlineStore for RedbOnlineStore {
         scope: &OnlineScope,
         keys: &[EntityKey],
     ) -> Result<Vec<Option<OnlineRow>>, FeatureError> {
-        // Point reads of a few keys are faster inline than through the blocking pool.
-        if keys.len() <= 16 {
+        if keys.len() <= MAX_INLINE_READ_KEYS {
             return Self::read_blocking(&self.db, scope, keys);
         }
         let db = self.db.clone();

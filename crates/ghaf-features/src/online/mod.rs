@@ -35,16 +35,23 @@ pub struct OnlineScope {
 impl OnlineScope {
     /// Returns the storage key of an entity key: the scope, then the key's encoded bytes.
     pub fn key(&self, entity: &EntityKey) -> Vec<u8> {
-        let mut key = format!(
+        let mut key = self.key_prefix();
+        entity.encode_into(&mut key);
+        key
+    }
+
+    /// Returns the part of every storage key that names the scope. A read of many keys
+    /// formats it once and appends each encoded entity key to it, as [`OnlineScope::key`]
+    /// does.
+    pub fn key_prefix(&self) -> Vec<u8> {
+        format!(
             "{}/{}/{}@v{}/",
             self.tenant.as_str(),
             self.project.as_str(),
             self.view,
             self.version
         )
-        .into_bytes();
-        key.extend_from_slice(&entity.encode());
-        key
+        .into_bytes()
     }
 }
 
@@ -68,7 +75,16 @@ impl EntityKey {
 
     /// Returns the canonical encoding: JSON of the sorted (name, value) pairs.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.0).unwrap_or_default()
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the canonical encoding (see [`EntityKey::encode`]) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        // serde_json fails only on I/O errors, which a Vec never returns, and on map keys
+        // that are not strings, which these are.
+        let _ = serde_json::to_writer(out, &self.0);
     }
 }
 
@@ -212,5 +228,9 @@ mod tests {
         };
         let key = String::from_utf8(scope.key(&a)).unwrap();
         assert_eq!(key, r#"acme/p1/weather@v2/{"carrier":"AA","origin":"JFK"}"#);
+        let mut appended = scope.key_prefix();
+        a.encode_into(&mut appended);
+        assert_eq!(appended, scope.key(&a));
+        assert_eq!(a.encode(), br#"{"carrier":"AA","origin":"JFK"}"#);
     }
 }
