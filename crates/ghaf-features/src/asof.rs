@@ -206,8 +206,9 @@ impl AsOfIndex {
         let mut keys = KeyMap::new(key_columns)?;
         let encoded = keys.encode(key_columns)?;
         let mut starts = Vec::new();
+        let nullable = key_columns.iter().any(|column| column.null_count() > 0);
         for row in 0..row_count {
-            if any_null(key_columns, row) {
+            if nullable && any_null(key_columns, row) {
                 return Err(unsorted(row, "its key is null"));
             }
             let created_at = created.and_then(|c| c[row]).unwrap_or(i64::MIN);
@@ -280,10 +281,11 @@ impl AsOfIndex {
             }
         }
         let encoded = self.keys.encode(key_columns)?;
+        let nullable = key_columns.iter().any(|column| column.null_count() > 0);
         let mut result = Vec::with_capacity(times.len());
         for (row, time) in times.iter().enumerate() {
             let found = match time {
-                Some(time) if !any_null(key_columns, row) => self
+                Some(time) if !(nullable && any_null(key_columns, row)) => self
                     .keys
                     .get(&encoded, row)
                     .and_then(|id| self.find(id, *time, ttl)),

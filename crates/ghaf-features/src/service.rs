@@ -10,12 +10,9 @@ use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, SchemaRef};
 use ghaf_core::{ProjectId, TenantId};
-use ghaf_ingest::{
-    DatasetSchema, DatasetVersion, IngestInput, IngestService, InputFormat, PushFormat, ReadOptions,
-};
+use ghaf_ingest::{DatasetSchema, DatasetVersion, IngestService, PushFormat, VersionEncoding};
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::FeatureError;
@@ -1030,50 +1027,24 @@ impl FeatureStore {
                 ),
             });
         }
-        std::fs::create_dir_all(self.ingest.staging_dir())?;
-        let file = tempfile::Builder::new()
-            .prefix("training-set-")
-            .suffix(".parquet")
-            .tempfile_in(self.ingest.staging_dir())?;
-        let path = file.path().to_owned();
-        let writer_batch = batch.clone();
-        let write_path = path.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = std::fs::File::create(&write_path)?;
-            // The file is read once by the ingest below. Dictionary encoding would intern
-            // every value of high-cardinality feature columns for nothing.
-            let properties = WriterProperties::builder()
-                .set_dictionary_enabled(false)
-                .build();
-            let mut writer = ArrowWriter::try_new(out, writer_batch.schema(), Some(properties))?;
-            writer.write(&writer_batch)?;
-            writer.close()?;
-            Ok::<_, FeatureError>(())
-        })
-        .await
-        .map_err(|error| FeatureError::Online(format!("the write worker stopped: {error}")))??;
-        let written = started.elapsed();
-        let options = ReadOptions::new(InputFormat::Parquet);
+        let prepared = started.elapsed();
+        // Training sets are written once and read whole, so the fast encoding fits them.
         let outcome = self
             .ingest
-            .ingest(
+            .ingest_batch(
                 &dataset,
                 project_name,
-                IngestInput {
-                    path: &path,
-                    options: &options,
-                    source,
-                    progress: None,
-                },
+                batch.clone(),
+                source,
+                VersionEncoding::Fast,
                 actor,
             )
             .await?;
-        drop(file);
         tracing::debug!(
             dataset = %name,
             version = outcome.version.version,
-            write_ms = written.as_millis() as u64,
-            ingest_ms = (started.elapsed() - written).as_millis() as u64,
+            prepare_ms = prepared.as_millis() as u64,
+            ingest_ms = (started.elapsed() - prepared).as_millis() as u64,
             "stored a batch as a dataset version"
         );
         Ok(outcome.version)

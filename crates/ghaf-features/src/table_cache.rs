@@ -187,12 +187,22 @@ impl TableCache {
     /// modification time, which the size budget evicts by.
     pub fn load(&self, key: &TableKey) -> Result<Option<StoredTable>, FeatureError> {
         let path = self.path(key);
+        let started = std::time::Instant::now();
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error.into()),
         };
+        let read = started.elapsed();
+        let size = bytes.len();
         let stored = decode(bytes, key)?;
+        tracing::debug!(
+            path = %path.display(),
+            bytes = size,
+            read_ms = read.as_millis() as u64,
+            decode_ms = (started.elapsed() - read).as_millis() as u64,
+            "read feature table cache file"
+        );
         // Best effort: a file whose time cannot be set is only evicted earlier.
         if let Ok(file) = File::options().append(true).open(&path) {
             let _ = file.set_modified(SystemTime::now());
@@ -619,6 +629,72 @@ mod tests {
         std::fs::write(cache.path(&key("d2")), &bytes).unwrap();
         let error = cache.load(&key("d2")).err().unwrap();
         assert!(error.to_string().contains("key differs"), "{error}");
+    }
+
+    const MIB: usize = 1 << 20;
+
+    /// Builds a sorted table of several MiB.
+    fn large_table() -> FeatureTable {
+        let rows = 3 * MIB / 16;
+        let keys: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
+            (0..rows).map(|row| format!("rider-{:06}", row / 4)),
+        ))];
+        let events: Vec<i64> = (0..rows as i64).map(|row| row % 4).collect();
+        let features: Vec<ArrayRef> = vec![Arc::new(Float64Array::from_iter_values(
+            (0..rows).map(|row| row as f64 * 0.5),
+        ))];
+        FeatureTable::from_sorted(keys, &events, Some(vec![None; rows]), features).unwrap()
+    }
+
+    #[test]
+    fn large_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TableCache::new(dir.path().to_owned(), 1 << 30);
+        let size = cache
+            .store(&key("d1"), &source_schema(), &large_table())
+            .unwrap()
+            .unwrap();
+        assert!(size as usize > 2 * MIB, "{size} bytes");
+
+        let loaded = cache
+            .load(&key("d1"))
+            .unwrap()
+            .unwrap()
+            .into_table(&view())
+            .unwrap();
+        let original = large_table();
+        assert_eq!(loaded.keys[0].as_ref(), original.keys[0].as_ref());
+        assert_eq!(loaded.features[0].as_ref(), original.features[0].as_ref());
+        assert_eq!(loaded.events, original.events);
+    }
+
+    #[test]
+    fn large_damaged_files_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TableCache::new(dir.path().to_owned(), 1 << 30);
+        cache
+            .store(&key("d1"), &source_schema(), &large_table())
+            .unwrap();
+        let path = cache.path(&key("d1"));
+        let bytes = std::fs::read(&path).unwrap();
+
+        // One flipped bit near the start, past the middle and in the last data byte before
+        // the trailer, and a file cut short by one MiB.
+        let flipped_at = |position: usize| {
+            let mut flipped = bytes.clone();
+            flipped[position] ^= 0x10;
+            flipped
+        };
+        for damaged in [
+            flipped_at(100),
+            flipped_at(bytes.len() / 2 + MIB / 3),
+            flipped_at(bytes.len() - TRAILER_LEN - 1),
+            bytes[..bytes.len() - MIB].to_vec(),
+        ] {
+            std::fs::write(&path, &damaged).unwrap();
+            let error = cache.load(&key("d1")).err().unwrap();
+            assert!(matches!(error, FeatureError::Corrupt { .. }), "{error}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub mod testing;
 
 pub use error::IngestError;
 pub use object::{ObjectInputConfig, object_file_name};
-pub use pipeline::{IngestReport, QuarantineRow, SAMPLE_VALUE_CHARS, staging_dir};
+pub use pipeline::{IngestReport, QuarantineRow, SAMPLE_VALUE_CHARS, VersionEncoding, staging_dir};
 pub use profile::{ColumnProfile, PROFILE_TEXT_CHARS, Profile};
 pub use push::{
     DEAD_LETTER_MESSAGE_BYTES, DEAD_LETTER_SUFFIX, PushFormat, PushOutcome, PushResult,

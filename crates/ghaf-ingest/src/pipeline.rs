@@ -12,14 +12,16 @@ use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::IngestError;
 use crate::profile::{Profile, Profiler};
-use crate::read::{ParsedBatch, ReadOptions, open_source};
+use crate::read::{
+    BatchSource, DEFAULT_BATCH_ROWS, ParsedBatch, ReadOptions, RecordBatchSource, open_source,
+};
 use crate::schema::DatasetSchema;
 use crate::validate::{CheckCount, Failure, Validator};
 
@@ -85,15 +87,34 @@ fn staging_error(path: &Path) -> impl Fn(std::io::Error) -> IngestError + '_ {
     }
 }
 
-/// Writer properties of stored versions. They are fixed, so equal rows under an equal
-/// schema give a byte-identical file and hence the same content address. A pushed segment
-/// also records its run id, which makes each segment a distinct file.
-fn writer_properties(segment_run_id: Option<&str>) -> WriterProperties {
-    let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
+/// Encoding of the Parquet file of a stored version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VersionEncoding {
+    /// Dictionary encoding and zstd level 3: small files, for data that is read many times
+    /// or kept long.
+    #[default]
+    Compact,
+    /// Plain encoding and LZ4_RAW pages: faster to write, because no dictionary is built and
+    /// no zstd runs, and larger, for versions that a program writes once and reads whole,
+    /// such as training sets.
+    Fast,
+}
+
+/// Writer properties of stored versions. They are fixed per encoding, so equal rows under
+/// an equal schema and encoding give a byte-identical file and hence the same content
+/// address. A pushed segment also records its run id, which makes each segment a distinct
+/// file.
+fn writer_properties(encoding: VersionEncoding, segment_run_id: Option<&str>) -> WriterProperties {
+    let builder = WriterProperties::builder().set_created_by("ghaf".into());
+    let mut builder = match encoding {
+        VersionEncoding::Compact => builder.set_compression(Compression::ZSTD(
             ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level"),
-        ))
-        .set_created_by("ghaf".into());
+        )),
+        VersionEncoding::Fast => builder
+            .set_compression(Compression::LZ4_RAW)
+            .set_dictionary_enabled(false)
+            .set_encoding(Encoding::PLAIN),
+    };
     if let Some(run_id) = segment_run_id {
         builder = builder.set_key_value_metadata(Some(vec![KeyValue::new(
             SEGMENT_RUN_KEY.to_owned(),
@@ -110,6 +131,8 @@ pub(crate) struct PassSettings {
     pub collect_accepted: bool,
     /// Run id of a pushed segment, written into the Parquet file's metadata.
     pub segment_run_id: Option<String>,
+    /// Encoding of the Parquet file of the accepted rows.
+    pub encoding: VersionEncoding,
     /// Flags that stop the pass between two batches with [`IngestError::Cancelled`] when
     /// any of them is set.
     pub cancel: Vec<Arc<AtomicBool>>,
@@ -122,7 +145,37 @@ fn cancelled(settings: &PassSettings) -> bool {
         .any(|flag| flag.load(Ordering::Relaxed))
 }
 
-/// Runs the streaming pass over the input at `input`, with staging files in `staging_dir`.
+/// Input of a streaming pass.
+pub(crate) enum PassInput {
+    /// A file read with `options`, while `progress` counts the bytes read.
+    File {
+        path: PathBuf,
+        options: ReadOptions,
+        progress: Arc<AtomicU64>,
+    },
+    /// Rows already in memory, such as a computed training set. Type conversion and the
+    /// checks run on them as on a Parquet file with the same columns.
+    Batch(RecordBatch),
+}
+
+impl PassInput {
+    fn open(self, schema: &DatasetSchema) -> Result<Box<dyn BatchSource>, IngestError> {
+        match self {
+            PassInput::File {
+                path,
+                options,
+                progress,
+            } => open_source(&path, schema, &options, progress),
+            PassInput::Batch(batch) => Ok(Box::new(RecordBatchSource::new(
+                batch,
+                schema,
+                DEFAULT_BATCH_ROWS,
+            )?)),
+        }
+    }
+}
+
+/// Runs the streaming pass over `input`, with staging files in `staging_dir`.
 ///
 /// Three threads form a pipeline: a reader thread parses the next batches, this thread
 /// checks the current one and updates the profile, and a writer thread encodes the
@@ -131,13 +184,14 @@ fn cancelled(settings: &PassSettings) -> bool {
 /// so the output is the same as a pass on one thread.
 pub(crate) fn run_pass(
     schema: &DatasetSchema,
-    input: &Path,
-    options: &ReadOptions,
+    input: PassInput,
     staging_dir: &Path,
-    progress: Arc<AtomicU64>,
     settings: &PassSettings,
 ) -> Result<PassOutput, IngestError> {
-    let mut source = open_source(input, schema, options, progress)?;
+    // The staging file is copied into the blob store and then deleted, so its fsync makes
+    // nothing durable. A batch pass, which callers run while serving a request, skips it.
+    let sync_staging = !matches!(input, PassInput::Batch(_));
+    let mut source = input.open(schema)?;
 
     std::fs::create_dir_all(staging_dir).map_err(staging_error(staging_dir))?;
     let parquet_file = tempfile::Builder::new()
@@ -149,7 +203,10 @@ pub(crate) fn run_pass(
     let writer = ArrowWriter::try_new(
         parquet_handle,
         schema.arrow_schema(),
-        Some(writer_properties(settings.segment_run_id.as_deref())),
+        Some(writer_properties(
+            settings.encoding,
+            settings.segment_run_id.as_deref(),
+        )),
     )?;
 
     std::thread::scope(|scope| {
@@ -183,7 +240,9 @@ pub(crate) fn run_pass(
         // closed channel.
         let file = written?;
         let checked = checked?;
-        file.sync_all().map_err(staging_error(&parquet_path))?;
+        if sync_staging {
+            file.sync_all().map_err(staging_error(&parquet_path))?;
+        }
         Ok(PassOutput {
             report: checked.report,
             profile: checked.profile,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::lineage::{IngestRun, RunState};
-use crate::pipeline::{PassSettings, QuarantineRow};
+use crate::pipeline::{PassInput, PassSettings, QuarantineRow};
 use crate::read::{InputFormat, ReadOptions};
 use crate::schema::{Classification, ColumnSpec, ColumnType, DatasetSchema};
 use crate::store::{Dataset, DatasetVersion};
@@ -368,14 +368,17 @@ impl IngestService {
         let settings = PassSettings {
             collect_accepted: true,
             segment_run_id: Some(run_id.to_owned()),
-            cancel: Vec::new(),
+            ..PassSettings::default()
+        };
+        let input = PassInput::File {
+            path: staging.to_path_buf(),
+            options,
+            progress: Arc::new(AtomicU64::new(0)),
         };
         let pass = self
             .pass(
                 &dataset.schema,
-                &staging,
-                &options,
-                Arc::new(AtomicU64::new(0)),
+                input,
                 settings,
                 Arc::new(AtomicBool::new(false)),
             )

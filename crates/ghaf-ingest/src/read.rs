@@ -942,94 +942,104 @@ impl ParquetSource {
     }
 
     fn convert(&self, batch: &RecordBatch) -> Result<ParsedBatch, IngestError> {
-        let mut columns = Vec::with_capacity(self.schema.columns.len());
-        let mut failures = Vec::new();
-        let cast_options = CastOptions {
-            safe: true,
-            ..CastOptions::default()
+        convert_arrow_batch(&self.schema, batch, "Parquet file", self.next_row)
+    }
+}
+
+/// Converts a batch of Arrow columns to the schema's columns, taking each declared column by
+/// name. `origin` names the input in messages (`Parquet file`, `record batch`), and
+/// `first_row` is the 1-based input row number of the batch's first row. A value that the
+/// cast would change is a type failure of its row.
+fn convert_arrow_batch(
+    schema: &DatasetSchema,
+    batch: &RecordBatch,
+    origin: &str,
+    first_row: u64,
+) -> Result<ParsedBatch, IngestError> {
+    let mut columns = Vec::with_capacity(schema.columns.len());
+    let mut failures = Vec::new();
+    let cast_options = CastOptions {
+        safe: true,
+        ..CastOptions::default()
+    };
+    for column in &schema.columns {
+        let source = batch.column_by_name(&column.name).ok_or_else(|| {
+            IngestError::InvalidInput(format!("the {origin} lacks column {:?}", column.name))
+        })?;
+        let target = column.arrow_type();
+        let relabelled = utc_relabelled(source, &column.name)?;
+        let source = relabelled.as_ref().unwrap_or(source);
+        if source.data_type() == &target {
+            columns.push(source.clone());
+            continue;
+        }
+        let cast = cast_with_options(source, &target, &cast_options).map_err(|error| {
+            IngestError::InvalidInput(format!(
+                "column {:?} has {origin} type {}, which cannot be read as {}: {error}",
+                column.name,
+                source.data_type(),
+                column.column_type.as_str()
+            ))
+        })?;
+        // A cast can succeed and still change a value (1.5 to the integer 1, 6 to the
+        // boolean true). Casting back and comparing catches that, so such a value is a
+        // type failure, not a silent conversion. Text sources are parsed, not converted,
+        // so "1.50" read as 1.5 is not a change.
+        let is_text = matches!(source.data_type(), DataType::Utf8 | DataType::LargeUtf8);
+        let round_trip = if is_text {
+            None
+        } else {
+            cast_with_options(&cast, source.data_type(), &cast_options).ok()
         };
-        for column in &self.schema.columns {
-            let source = batch.column_by_name(&column.name).ok_or_else(|| {
-                IngestError::InvalidInput(format!(
-                    "the Parquet file lacks column {:?}",
-                    column.name
-                ))
-            })?;
-            let target = column.arrow_type();
-            let relabelled = utc_relabelled(source, &column.name)?;
-            let source = relabelled.as_ref().unwrap_or(source);
-            if source.data_type() == &target {
-                columns.push(source.clone());
+        let format_error = |error: arrow::error::ArrowError| {
+            IngestError::InvalidInput(format!(
+                "column {:?} has {origin} type {}, whose values cannot be shown: {error}",
+                column.name,
+                source.data_type()
+            ))
+        };
+        let formatter = ArrayFormatter::try_new(source.as_ref(), &FormatOptions::default())
+            .map_err(format_error)?;
+        let back_formatter = match &round_trip {
+            Some(back) => Some(
+                ArrayFormatter::try_new(back.as_ref(), &FormatOptions::default())
+                    .map_err(format_error)?,
+            ),
+            None => None,
+        };
+        for index in 0..source.len() {
+            if !source.is_valid(index) {
                 continue;
             }
-            let cast = cast_with_options(source, &target, &cast_options).map_err(|error| {
-                IngestError::InvalidInput(format!(
-                    "column {:?} has Parquet type {}, which cannot be read as {}: {error}",
-                    column.name,
-                    source.data_type(),
+            let changed = match (&round_trip, &back_formatter) {
+                (Some(back), Some(back_formatter)) => {
+                    back.is_null(index)
+                        || back_formatter.value(index).to_string()
+                            != formatter.value(index).to_string()
+                }
+                _ => false,
+            };
+            if cast.is_null(index) || changed {
+                let message = format!(
+                    "cannot convert {} to {} without changing the value",
+                    quote(&formatter.value(index).to_string()),
                     column.column_type.as_str()
-                ))
-            })?;
-            // A cast can succeed and still change a value (1.5 to the integer 1, 6 to the
-            // boolean true). Casting back and comparing catches that, so such a value is a
-            // type failure, not a silent conversion. Text sources are parsed, not converted,
-            // so "1.50" read as 1.5 is not a change.
-            let is_text = matches!(source.data_type(), DataType::Utf8 | DataType::LargeUtf8);
-            let round_trip = if is_text {
-                None
-            } else {
-                cast_with_options(&cast, source.data_type(), &cast_options).ok()
-            };
-            let format_error = |error: arrow::error::ArrowError| {
-                IngestError::InvalidInput(format!(
-                    "column {:?} has Parquet type {}, whose values cannot be shown: {error}",
-                    column.name,
-                    source.data_type()
-                ))
-            };
-            let formatter = ArrayFormatter::try_new(source.as_ref(), &FormatOptions::default())
-                .map_err(format_error)?;
-            let back_formatter = match &round_trip {
-                Some(back) => Some(
-                    ArrayFormatter::try_new(back.as_ref(), &FormatOptions::default())
-                        .map_err(format_error)?,
-                ),
-                None => None,
-            };
-            for index in 0..source.len() {
-                if !source.is_valid(index) {
-                    continue;
-                }
-                let changed = match (&round_trip, &back_formatter) {
-                    (Some(back), Some(back_formatter)) => {
-                        back.is_null(index)
-                            || back_formatter.value(index).to_string()
-                                != formatter.value(index).to_string()
-                    }
-                    _ => false,
-                };
-                if cast.is_null(index) || changed {
-                    let message = format!(
-                        "cannot convert {} to {} without changing the value",
-                        quote(&formatter.value(index).to_string()),
-                        column.column_type.as_str()
-                    );
-                    failures.push((
-                        index,
-                        Failure::column(CheckKind::Type, &column.name, message),
-                    ));
-                }
+                );
+                failures.push((
+                    index,
+                    Failure::column(CheckKind::Type, &column.name, message),
+                ));
             }
-            columns.push(cast);
         }
-        Ok(ParsedBatch {
-            columns,
-            rows: batch.num_rows(),
-            first_row: self.next_row,
-            row_numbers: None,
-            failures,
-        })
+        columns.push(cast);
     }
+    Ok(ParsedBatch {
+        columns,
+        rows: batch.num_rows(),
+        first_row,
+        row_numbers: None,
+        failures,
+    })
 }
 
 impl BatchSource for ParquetSource {
@@ -1040,6 +1050,58 @@ impl BatchSource for ParquetSource {
         let batch = batch.map_err(parquet_read_error)?;
         let parsed = self.convert(&batch)?;
         self.next_row += batch.num_rows() as u64;
+        Ok(Some(parsed))
+    }
+}
+
+/// Rows of one in-memory record batch, converted to the schema in slices of `batch_rows`
+/// rows. Slicing shares the batch's buffers, so only conversions copy.
+pub(crate) struct RecordBatchSource {
+    batch: RecordBatch,
+    schema: DatasetSchema,
+    batch_rows: usize,
+    offset: usize,
+}
+
+impl RecordBatchSource {
+    /// Checks that `batch` has every declared column; other columns are ignored, as in a
+    /// Parquet file.
+    pub(crate) fn new(
+        batch: RecordBatch,
+        schema: &DatasetSchema,
+        batch_rows: usize,
+    ) -> Result<Self, IngestError> {
+        let missing: Vec<&str> = schema
+            .columns
+            .iter()
+            .filter(|column| batch.column_by_name(&column.name).is_none())
+            .map(|column| column.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(IngestError::InvalidInput(format!(
+                "the record batch lacks the declared columns {missing:?}"
+            )));
+        }
+        Ok(Self {
+            batch,
+            schema: schema.clone(),
+            batch_rows: batch_rows.max(1),
+            offset: 0,
+        })
+    }
+}
+
+impl BatchSource for RecordBatchSource {
+    fn next_batch(&mut self) -> Result<Option<ParsedBatch>, IngestError> {
+        let remaining = self.batch.num_rows() - self.offset;
+        if remaining == 0 {
+            return Ok(None);
+        }
+        let rows = remaining.min(self.batch_rows);
+        let slice = self.batch.slice(self.offset, rows);
+        let parsed =
+            convert_arrow_batch(&self.schema, &slice, "record batch", self.offset as u64 + 1)?;
+        self.offset += rows;
         Ok(Some(parsed))
     }
 }

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use arrow::array::RecordBatch;
 use ghaf_blob::{BlobStore, Sha256Digest};
 use ghaf_core::{ProjectId, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::IngestError;
 use crate::lineage::{IngestRun, RunState};
-use crate::pipeline::{IngestReport, PassOutput, PassSettings, run_pass};
+use crate::pipeline::{
+    IngestReport, PassInput, PassOutput, PassSettings, VersionEncoding, run_pass,
+};
 use crate::read::ReadOptions;
 use crate::schema::{Classification, DatasetSchema, LabelChange};
 
@@ -325,6 +328,57 @@ impl IngestService {
         input: IngestInput<'_>,
         actor: &str,
     ) -> Result<IngestOutcome, IngestError> {
+        let pass_input = PassInput::File {
+            path: input.path.to_owned(),
+            options: input.options.clone(),
+            progress: input.progress.clone().unwrap_or_default(),
+        };
+        self.ingest_input(
+            dataset,
+            project_name,
+            pass_input,
+            input.source,
+            VersionEncoding::Compact,
+            actor,
+        )
+        .await
+    }
+
+    /// Ingests rows that are already in memory into a new version of `dataset`, or returns
+    /// the existing version with the same content. The batch is taken as a Parquet file
+    /// with the same columns would be: its declared columns are converted and checked, the
+    /// profile and report are computed, and `source` is recorded as the rows' origin.
+    /// `encoding` sets how the version's Parquet file is written.
+    pub async fn ingest_batch(
+        &self,
+        dataset: &Dataset,
+        project_name: &str,
+        batch: RecordBatch,
+        source: &str,
+        encoding: VersionEncoding,
+        actor: &str,
+    ) -> Result<IngestOutcome, IngestError> {
+        self.ingest_input(
+            dataset,
+            project_name,
+            PassInput::Batch(batch),
+            source,
+            encoding,
+            actor,
+        )
+        .await
+    }
+
+    /// Runs one ingest with its lineage events: START, then COMPLETE, FAIL or ABORT.
+    async fn ingest_input(
+        &self,
+        dataset: &Dataset,
+        project_name: &str,
+        pass_input: PassInput,
+        source: &str,
+        encoding: VersionEncoding,
+        actor: &str,
+    ) -> Result<IngestOutcome, IngestError> {
         let run_id = uuid::Uuid::now_v7().to_string();
         let run = IngestRun {
             run_id: &run_id,
@@ -332,7 +386,7 @@ impl IngestService {
             project: project_name,
             dataset: &dataset.name,
             schema: &dataset.schema,
-            source: input.source,
+            source,
         };
         self.emit(dataset, &run, RunState::Start, None, None)
             .await?;
@@ -341,11 +395,17 @@ impl IngestService {
         let mut guard = DropGuard {
             cancel: cancel.clone(),
             finished: false,
-            abort: Some(self.abort_event(dataset, project_name, input.source, &run_id)),
+            abort: Some(self.abort_event(dataset, project_name, source, &run_id)),
         };
         // NOTE: a future dropped while the version insert commits can leave the version
         // stored and still record ABORT; the pass and the blob uploads stop cleanly.
-        let result = self.ingest_run(dataset, &input, actor, cancel).await;
+        let settings = PassSettings {
+            encoding,
+            ..PassSettings::default()
+        };
+        let result = self
+            .ingest_run(dataset, pass_input, settings, source, actor, cancel)
+            .await;
         guard.finished = true;
         match &result {
             Ok((version, _, _)) => {
@@ -430,21 +490,16 @@ impl IngestService {
     pub(crate) async fn pass(
         &self,
         schema: &DatasetSchema,
-        path: &Path,
-        options: &ReadOptions,
-        progress: Arc<AtomicU64>,
+        input: PassInput,
         mut settings: PassSettings,
         cancel: Arc<AtomicBool>,
     ) -> Result<PassOutput, IngestError> {
         let schema = schema.clone();
-        let path = path.to_owned();
-        let options = options.clone();
         let staging_dir = self.staging_dir.clone();
         settings.cancel = vec![cancel.clone(), self.shutdown.clone()];
-        let result = tokio::task::spawn_blocking(move || {
-            run_pass(&schema, &path, &options, &staging_dir, progress, &settings)
-        })
-        .await;
+        let result =
+            tokio::task::spawn_blocking(move || run_pass(&schema, input, &staging_dir, &settings))
+                .await;
         let pass = result.map_err(|error| {
             IngestError::InvalidInput(format!("the ingest worker stopped: {error}"))
         })??;
@@ -457,21 +512,17 @@ impl IngestService {
     async fn ingest_run(
         &self,
         dataset: &Dataset,
-        input: &IngestInput<'_>,
+        input: PassInput,
+        settings: PassSettings,
+        source: &str,
         actor: &str,
         cancel: Arc<AtomicBool>,
     ) -> Result<(DatasetVersion, bool, IngestReport), IngestError> {
-        let progress = input.progress.clone().unwrap_or_default();
+        let started = std::time::Instant::now();
         let pass = self
-            .pass(
-                &dataset.schema,
-                input.path,
-                input.options,
-                progress,
-                PassSettings::default(),
-                cancel.clone(),
-            )
+            .pass(&dataset.schema, input, settings, cancel.clone())
             .await?;
+        let passed = started.elapsed();
 
         let tenant = &dataset.tenant;
         let quarantine_digest = match &pass.quarantine {
@@ -497,6 +548,7 @@ impl IngestService {
         if cancel.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed) {
             return Err(IngestError::Cancelled);
         }
+        let put = started.elapsed();
         let version = DatasetVersion {
             dataset_id: dataset.id.clone(),
             version: 0,
@@ -508,11 +560,20 @@ impl IngestService {
             quarantine_digest: quarantine_digest.map(|digest| digest.to_hex()),
             report: report.clone(),
             profile: pass.profile,
-            source: input.source.to_owned(),
+            source: source.to_owned(),
             created_at: ghaf_core::now_millis(),
             created_by: actor.to_owned(),
         };
         let (stored, created) = self.store.insert_version(tenant, &version).await?;
+        tracing::debug!(
+            tenant = %tenant,
+            dataset = %dataset.name,
+            bytes = content.size,
+            pass_ms = passed.as_millis() as u64,
+            put_ms = (put - passed).as_millis() as u64,
+            insert_ms = (started.elapsed() - put).as_millis() as u64,
+            "ingest steps"
+        );
         if created {
             tracing::info!(
                 tenant = %tenant,

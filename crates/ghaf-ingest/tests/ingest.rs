@@ -431,3 +431,142 @@ async fn incompatible_schema_update_is_rejected() {
     assert_eq!(added.version, 2);
     assert_eq!(h.dataset("points").await.schema.columns.len(), 4);
 }
+
+/// Rows of `points` as an in-memory batch: `score` is text, row 2 fails the float cast and
+/// row 3 the `min: 0` check, and the extra column is ignored.
+fn points_batch() -> arrow::array::RecordBatch {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "extra",
+            Arc::new(StringArray::from(vec!["x", "y", "z", "w"])),
+        ),
+        ("id", Arc::new(Int64Array::from(vec![1, 2, 3, 4]))),
+        (
+            "name",
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                None,
+                Some("c"),
+                Some("d"),
+            ])),
+        ),
+        (
+            "score",
+            Arc::new(StringArray::from(vec!["0.5", "oops", "-1", "2"])),
+        ),
+    ];
+    arrow::array::RecordBatch::try_from_iter(columns).unwrap()
+}
+
+#[tokio::test]
+async fn batch_ingest_matches_file_ingest() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use sha2::Digest;
+
+    let h = harness().await;
+    h.create(
+        "points",
+        &format!("{POINTS}acceptance: {{max_failure_share: 0.5}}\n"),
+    )
+    .await;
+    let dataset = h.dataset("points").await;
+    let outcome = h
+        .service
+        .ingest_batch(
+            &dataset,
+            "p",
+            points_batch(),
+            "memory:points",
+            ghaf_ingest::VersionEncoding::Fast,
+            "tester",
+        )
+        .await
+        .unwrap();
+    assert!(outcome.created);
+    assert_eq!(outcome.report.rows_read, 4);
+    assert_eq!(outcome.report.rows_accepted, 2);
+    let rows: Vec<u64> = outcome.report.sample.iter().map(|row| row.row).collect();
+    assert_eq!(rows, [2, 3], "rows are numbered by batch row");
+    assert_eq!(outcome.version.source, "memory:points");
+    assert_eq!(outcome.version.row_count, 2);
+
+    // The stored file is the one the digest names, in the fast encoding.
+    let digest = ghaf_ingest::IngestService::digest(&outcome.version.content_digest).unwrap();
+    let parquet = h.service.blobs().get(&h.tenant, &digest).await.unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&parquet)),
+        outcome.version.content_digest
+    );
+    assert_eq!(outcome.version.content_size, parquet.len() as u64);
+    let reader = SerializedFileReader::new(parquet.clone()).unwrap();
+    for column in reader.metadata().row_group(0).columns() {
+        assert_eq!(
+            column.compression(),
+            parquet::basic::Compression::LZ4_RAW,
+            "{}",
+            column.column_path()
+        );
+        assert!(
+            column.dictionary_page_offset().is_none(),
+            "{} has a dictionary page",
+            column.column_path()
+        );
+    }
+
+    // The same rows read from the stored file give the same profile, in a version of
+    // its own because the file ingest writes the compact encoding.
+    let path = h.write("points.parquet", &parquet);
+    let again = h
+        .ingest("points", &path, &ReadOptions::new(InputFormat::Parquet))
+        .await
+        .unwrap();
+    assert!(again.created);
+    assert_eq!(again.version.profile, outcome.version.profile);
+    assert_eq!(again.version.row_count, 2);
+
+    // The same batch again returns the first version.
+    let repeated = h
+        .service
+        .ingest_batch(
+            &dataset,
+            "p",
+            points_batch(),
+            "memory:points",
+            ghaf_ingest::VersionEncoding::Fast,
+            "tester",
+        )
+        .await
+        .unwrap();
+    assert!(!repeated.created);
+    assert_eq!(repeated.version.version, outcome.version.version);
+}
+
+#[tokio::test]
+async fn batch_ingest_rejects_missing_columns() {
+    let h = harness().await;
+    h.create("points", POINTS).await;
+    let dataset = h.dataset("points").await;
+    let batch = points_batch().project(&[1, 3]).unwrap();
+    let error = h
+        .service
+        .ingest_batch(
+            &dataset,
+            "p",
+            batch,
+            "memory:points",
+            ghaf_ingest::VersionEncoding::Compact,
+            "tester",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("record batch lacks the declared columns [\"name\"]"),
+        "{error}"
+    );
+}
