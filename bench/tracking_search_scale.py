@@ -104,8 +104,13 @@ def seed_ghaf(db_path, experiment_id, count):
             run_id, int(experiment_id), f"run-{i}", "bench", "FINISHED", start, start + 1000,
             "active", f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts",
         ))
-        params += [scope + (run_id, "model", model), scope + (run_id, "depth", depth)]
-        tags.append(scope + (run_id, "team", team))
+        # Param and tag rows repeat the run's experiment id and start time.
+        place = (int(experiment_id), start)
+        params += [
+            scope + (run_id, "model", model) + place,
+            scope + (run_id, "depth", depth) + place,
+        ]
+        tags.append(scope + (run_id, "team", team) + place)
         metrics += [
             scope + (run_id, "acc", 0, start, acc, 0, ""),
             scope + (run_id, "loss", 0, start, loss, 0, ""),
@@ -122,13 +127,13 @@ def seed_ghaf(db_path, experiment_id, count):
             runs,
         )
         db.executemany(
-            "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, value) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, value, "
+            "experiment_id, start_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
             params,
         )
         db.executemany(
-            "INSERT INTO tracking_run_tags (tenant_id, project_id, run_id, key, value) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO tracking_run_tags (tenant_id, project_id, run_id, key, value, "
+            "experiment_id, start_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
             tags,
         )
         db.executemany(

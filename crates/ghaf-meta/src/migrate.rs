@@ -52,6 +52,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0101_tracking_search_layout.postgres.sql"),
     },
     Migration {
+        version: 102,
+        name: "tracking_experiment_scoped_values",
+        sqlite: include_str!("../migrations/0102_tracking_experiment_scoped_values.sqlite.sql"),
+        postgres: include_str!("../migrations/0102_tracking_experiment_scoped_values.postgres.sql"),
+    },
+    Migration {
         version: 200,
         name: "ingest",
         sqlite: include_str!("../migrations/0200_ingest.sql"),

@@ -119,6 +119,18 @@ async fn tracking_layout_migration_keeps_rows() {
     assert_eq!(row.get::<i64, _>(12), 0);
     assert_eq!(row.get::<i64, _>(13), 3);
 
+    // Param and tag rows repeat their run's experiment and start time.
+    for table in ["tracking_params", "tracking_run_tags"] {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT experiment_id, start_time FROM {table} WHERE run_id = 'run-1'"
+        )))
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(row.get::<i64, _>(0), 7, "{table}");
+        assert_eq!(row.get::<i64, _>(1), 1000, "{table}");
+    }
+
     for table in [
         "tracking_runs",
         "tracking_params",
@@ -140,10 +152,13 @@ async fn tracking_layout_migration_keeps_rows() {
             "tracking_runs_by_experiment",
             "tenant_id project_id experiment_id lifecycle_stage -start_time run_id",
         ),
-        ("tracking_params_by_value", "tenant_id project_id key value"),
+        (
+            "tracking_params_by_value",
+            "tenant_id project_id experiment_id key value -start_time run_id",
+        ),
         (
             "tracking_run_tags_by_value",
-            "tenant_id project_id key value",
+            "tenant_id project_id experiment_id key value -start_time run_id",
         ),
         (
             "tracking_latest_metrics_by_value",

@@ -112,10 +112,12 @@ async fn insert_runs(db: &Db, scope: &Scope, experiment: i64, count: usize) -> a
              user_id, status, start_time, end_time, lifecycle_stage, artifact_uri) VALUES ",
         );
         let mut params = String::from(
-            "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, value) VALUES ",
+            "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, value, \
+             experiment_id, start_time) VALUES ",
         );
         let mut tags = String::from(
-            "INSERT INTO tracking_run_tags (tenant_id, project_id, run_id, key, value) VALUES ",
+            "INSERT INTO tracking_run_tags (tenant_id, project_id, run_id, key, value, \
+             experiment_id, start_time) VALUES ",
         );
         let mut latest = String::from(
             "INSERT INTO tracking_latest_metrics (tenant_id, project_id, run_id, key, step, \
@@ -132,18 +134,21 @@ async fn insert_runs(db: &Db, scope: &Scope, experiment: i64, count: usize) -> a
             let acc = ((i * 7919) % 10_000) as f64 / 10_000.0;
             let loss = ((i * 104_729) % 10_000) as f64 / 10_000.0;
             let model = MODELS[i % MODELS.len()];
+            let start = 1_700_000_000_000_i64 + i as i64;
             runs.push_str(&format!(
                 "{separator}('{tenant}', '{project}', '{id}', {experiment}, 'run-{i}', 'bench', \
-                 'FINISHED', {}, NULL, 'active', 'mlflow-artifacts:/{experiment}/{id}/artifacts')",
-                1_700_000_000_000_i64 + i as i64
+                 'FINISHED', {start}, NULL, 'active', \
+                 'mlflow-artifacts:/{experiment}/{id}/artifacts')"
             ));
+            // Param and tag rows repeat the run's experiment id and start time.
             params.push_str(&format!(
-                "{separator}('{tenant}', '{project}', '{id}', 'model', '{model}'), \
-                 ('{tenant}', '{project}', '{id}', 'depth', '{}')",
+                "{separator}('{tenant}', '{project}', '{id}', 'model', '{model}', {experiment}, \
+                 {start}), ('{tenant}', '{project}', '{id}', 'depth', '{}', {experiment}, {start})",
                 i % 12
             ));
             tags.push_str(&format!(
-                "{separator}('{tenant}', '{project}', '{id}', 'team', 'team-{}')",
+                "{separator}('{tenant}', '{project}', '{id}', 'team', 'team-{}', {experiment}, \
+                 {start})",
                 i % 20
             ));
             latest.push_str(&format!(

@@ -256,6 +256,21 @@ async fn sqlite_steady_state_writes_directly() {
     assert_eq!(run.info.run_name, "renamed");
     assert_eq!(run.metrics, [metric(12)]);
     assert_eq!(history_len(&store, &run_id).await, 13);
+    // The param and tag rows repeat the run's experiment and start time.
+    for table in ["tracking_params", "tracking_run_tags"] {
+        let statement = store.db().sql(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE run_id = ? AND experiment_id = ? AND \
+             start_time = 1"
+        ));
+        let placed: i64 = sqlx::query_scalar(statement)
+            .bind(&run_id)
+            .bind(DEFAULT_EXPERIMENT_ID)
+            .fetch_one(store.db().pool())
+            .await
+            .unwrap();
+        let expected = if table == "tracking_params" { 1 } else { 2 };
+        assert_eq!(placed, expected, "{table}");
+    }
 
     // A param that would change is rejected and rolls back its metric and audit entry.
     let changed = [Param {

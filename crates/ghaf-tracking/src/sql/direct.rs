@@ -19,8 +19,8 @@ use ghaf_meta::{AppendedHead, AuditLock, MetaError, SqliteDirect, TransactionalA
 
 use super::{
     LATEST_METRIC_CONFLICT, LATEST_METRIC_INSERT, PARAM_INSERT, PARAM_VALUE_QUERY, RUN_NAME_TAG,
-    RUN_NAME_UPDATE, RUN_STAGE_QUERY, newest_per_key, require_active, require_same_param,
-    stored_value,
+    RUN_NAME_UPDATE, RUN_STAGE_QUERY, RUN_TAG_UPSERT, newest_per_key, require_active,
+    require_same_param, stored_value,
 };
 use crate::{Batch, Scope, TrackingError};
 
@@ -29,12 +29,6 @@ use crate::{Batch, Scope, TrackingError};
 const METRIC_HISTORY_INSERT: &str = "INSERT INTO tracking_metrics (tenant_id, project_id, \
     run_id, key, step, timestamp, value, is_nan, model_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
     ON CONFLICT DO NOTHING";
-
-/// Inserts or replaces a run tag, as the sqlx path's key-value upsert does. Binds the
-/// tenant, project, run id, key and value.
-const RUN_TAG_UPSERT: &str = "INSERT INTO tracking_run_tags (tenant_id, project_id, run_id, \
-    key, value) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, project_id, run_id, key) \
-    DO UPDATE SET value = excluded.value";
 
 /// The latest-value upsert of the sqlx path for one row.
 static LATEST_METRIC_UPSERT: LazyLock<String> = LazyLock::new(|| {
@@ -116,10 +110,16 @@ fn write_batch(
     let run_id = batch.run_id;
 
     // The transaction holds the write lock, so the run cannot change before the writes.
-    let stage: Option<String> = conn
+    let run: Option<(String, i64, i64)> = conn
         .prepare_cached(RUN_STAGE_QUERY)?
-        .query_row(params![tenant, project, run_id], |row| row.get(0))
+        .query_row(params![tenant, project, run_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .optional()?;
+    let (stage, experiment_id, start_time) = match run {
+        Some((stage, experiment_id, start_time)) => (Some(stage), experiment_id, start_time),
+        None => (None, 0, 0),
+    };
     require_active(run_id, stage)?;
 
     for param in batch.params {
@@ -137,15 +137,24 @@ fn write_batch(
                     project,
                     run_id,
                     param.key,
-                    param.value
+                    param.value,
+                    experiment_id,
+                    start_time
                 ])?;
             }
         }
     }
 
     for tag in batch.tags {
-        conn.prepare_cached(RUN_TAG_UPSERT)?
-            .execute(params![tenant, project, run_id, tag.key, tag.value])?;
+        conn.prepare_cached(RUN_TAG_UPSERT)?.execute(params![
+            tenant,
+            project,
+            run_id,
+            tag.key,
+            tag.value,
+            experiment_id,
+            start_time
+        ])?;
         if tag.key == RUN_NAME_TAG {
             conn.prepare_cached(RUN_NAME_UPDATE)?
                 .execute(params![tag.value, tenant, project, run_id])?;

@@ -29,17 +29,26 @@ const RUN_NAME_TAG: &str = "mlflow.runName";
 
 // Statements of the batch write path, shared by its sqlx and direct SQLite versions.
 
-/// Reads a run's lifecycle stage. Binds the tenant, project and run id.
-const RUN_STAGE_QUERY: &str = "SELECT lifecycle_stage FROM tracking_runs WHERE tenant_id = ? \
-    AND project_id = ? AND run_id = ?";
+/// Reads a run's lifecycle stage, experiment id and start time. Binds the tenant, project and
+/// run id.
+const RUN_STAGE_QUERY: &str = "SELECT lifecycle_stage, experiment_id, start_time FROM \
+    tracking_runs WHERE tenant_id = ? AND project_id = ? AND run_id = ?";
 
 /// Reads a param's value. Binds the tenant, project, run id and key.
 const PARAM_VALUE_QUERY: &str = "SELECT value FROM tracking_params WHERE tenant_id = ? AND \
     project_id = ? AND run_id = ? AND key = ?";
 
-/// Binds the tenant, project, run id, key and value.
+/// Binds the tenant, project, run id, key, value, and the run's experiment id and start time.
 const PARAM_INSERT: &str = "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, \
-    value) VALUES (?, ?, ?, ?, ?)";
+    value, experiment_id, start_time) VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+/// Inserts or replaces a run tag. Binds the tenant, project, run id, key, value, and the
+/// run's experiment id and start time, which never change. A replace writes them again, so
+/// a row that a writer without them left at the default gets them back.
+const RUN_TAG_UPSERT: &str = "INSERT INTO tracking_run_tags (tenant_id, project_id, run_id, \
+    key, value, experiment_id, start_time) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT \
+    (tenant_id, project_id, run_id, key) DO UPDATE SET value = excluded.value, \
+    experiment_id = excluded.experiment_id, start_time = excluded.start_time";
 
 /// Binds the name, then the tenant, project and run id.
 const RUN_NAME_UPDATE: &str = "UPDATE tracking_runs SET run_name = ? WHERE tenant_id = ? AND \
@@ -313,20 +322,50 @@ impl SqlTrackingStore {
         Ok(())
     }
 
-    /// Fails unless the run exists and is active.
+    /// Fails unless the run exists and is active; returns its experiment and start time.
     async fn require_active_run(
         &self,
         tx: &mut Transaction<'static, Any>,
         scope: &Scope,
         run_id: &str,
-    ) -> Result<(), TrackingError> {
-        let stage: Option<String> = sqlx::query_scalar(self.sql(RUN_STAGE_QUERY))
+    ) -> Result<RunPlace, TrackingError> {
+        let row = sqlx::query(self.sql(RUN_STAGE_QUERY))
             .bind(scope.tenant.as_str())
             .bind(scope.project.as_str())
             .bind(run_id)
             .fetch_optional(&mut **tx)
             .await?;
-        require_active(run_id, stage)
+        let Some(row) = row else {
+            return Err(TrackingError::not_found("run", run_id));
+        };
+        require_active(run_id, Some(row.try_get(0)?))?;
+        Ok(RunPlace {
+            experiment_id: row.try_get(1)?,
+            start_time: row.try_get(2)?,
+        })
+    }
+
+    /// Inserts or replaces the tag `key` of the run `run_id`, which is at `place`.
+    async fn upsert_run_tag(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        scope: &Scope,
+        run_id: &str,
+        place: RunPlace,
+        key: &str,
+        value: &str,
+    ) -> Result<(), TrackingError> {
+        sqlx::query(self.sql(RUN_TAG_UPSERT))
+            .bind(scope.tenant.as_str())
+            .bind(scope.project.as_str())
+            .bind(run_id)
+            .bind(key)
+            .bind(value)
+            .bind(place.experiment_id)
+            .bind(place.start_time)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// Writes a batch inside `tx`: params (immutable once logged), tags, the metric history
@@ -343,9 +382,11 @@ impl SqlTrackingStore {
         // A batch of metrics alone checks the run in its history insert, which saves a
         // statement on every `log_metric`; anything else checks it first.
         let metrics_only = !metrics.is_empty() && params.is_empty() && tags.is_empty();
-        if !metrics_only {
-            self.require_active_run(tx, scope, run_id).await?;
-        }
+        let place = if metrics_only {
+            None
+        } else {
+            Some(self.require_active_run(tx, scope, run_id).await?)
+        };
 
         for param in params {
             let existing: Option<String> = sqlx::query_scalar(self.sql(PARAM_VALUE_QUERY))
@@ -358,12 +399,15 @@ impl SqlTrackingStore {
             match existing {
                 Some(old) => require_same_param(run_id, param, &old)?,
                 None => {
+                    let place = place.ok_or_else(|| missing_place(run_id))?;
                     sqlx::query(self.sql(PARAM_INSERT))
                         .bind(scope.tenant.as_str())
                         .bind(scope.project.as_str())
                         .bind(run_id)
                         .bind(&param.key)
                         .bind(&param.value)
+                        .bind(place.experiment_id)
+                        .bind(place.start_time)
                         .execute(&mut **tx)
                         .await?;
                 }
@@ -371,16 +415,9 @@ impl SqlTrackingStore {
         }
 
         for tag in tags {
-            self.upsert_kv(
-                tx,
-                scope,
-                "tracking_run_tags",
-                &["run_id"],
-                vec![Bind::Text(run_id.to_owned())],
-                &tag.key,
-                &tag.value,
-            )
-            .await?;
+            let place = place.ok_or_else(|| missing_place(run_id))?;
+            self.upsert_run_tag(tx, scope, run_id, place, &tag.key, &tag.value)
+                .await?;
             if tag.key == RUN_NAME_TAG {
                 sqlx::query(self.sql(RUN_NAME_UPDATE))
                     .bind(&tag.value)
@@ -540,6 +577,22 @@ fn newest_per_key(metrics: &[Metric]) -> Vec<&Metric> {
         }
     }
     newest.into_values().collect()
+}
+
+/// The place of a run in its project's search indexes: its experiment and start time, which
+/// param and tag rows repeat.
+#[derive(Clone, Copy, Debug)]
+struct RunPlace {
+    experiment_id: i64,
+    start_time: i64,
+}
+
+/// Returns the error of a batch write that reached a param or tag without having read its
+/// run, which `write_batch` never does.
+fn missing_place(run_id: &str) -> TrackingError {
+    TrackingError::InvalidState(format!(
+        "the batch for run {run_id} writes params or tags without having read the run"
+    ))
 }
 
 /// Fails unless `stage`, the stored lifecycle stage of run `run_id`, is present and active.
@@ -919,17 +972,13 @@ impl TrackingStore for SqlTrackingStore {
         .bind(&info.artifact_uri)
         .execute(&mut *tx)
         .await?;
+        let place = RunPlace {
+            experiment_id: info.experiment_id,
+            start_time: info.start_time,
+        };
         for tag in &tags {
-            self.upsert_kv(
-                &mut tx,
-                scope,
-                "tracking_run_tags",
-                &["run_id"],
-                vec![Bind::Text(info.run_id.clone())],
-                &tag.key,
-                &tag.value,
-            )
-            .await?;
+            self.upsert_run_tag(&mut tx, scope, &info.run_id, place, &tag.key, &tag.value)
+                .await?;
         }
         tx.commit().await?;
         tags.sort_by(|a, b| a.key.cmp(&b.key));
@@ -977,16 +1026,12 @@ impl TrackingStore for SqlTrackingStore {
         }
         if let Some(name) = update.run_name.as_ref().filter(|n| !n.is_empty()) {
             info.run_name = name.clone();
-            self.upsert_kv(
-                &mut tx,
-                scope,
-                "tracking_run_tags",
-                &["run_id"],
-                vec![Bind::Text(run_id.to_owned())],
-                "mlflow.runName",
-                name,
-            )
-            .await?;
+            let place = RunPlace {
+                experiment_id: info.experiment_id,
+                start_time: info.start_time,
+            };
+            self.upsert_run_tag(&mut tx, scope, run_id, place, "mlflow.runName", name)
+                .await?;
         }
         sqlx::query(self.sql(
             "UPDATE tracking_runs SET status = ?, end_time = ?, run_name = ? WHERE tenant_id = ? \

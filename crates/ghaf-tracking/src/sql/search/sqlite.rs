@@ -62,6 +62,20 @@ pub(super) fn run_infos_by_id(
     Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
 }
 
+/// Runs a statement that selects [`super::RUN_COLUMNS`] and returns the runs in row order.
+pub(super) fn run_infos(
+    conn: &Connection,
+    sql: &SqlBuilder,
+) -> Result<Vec<RunInfo>, TrackingError> {
+    let mut statement = conn.prepare_cached(&sql.text)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(&sql.binds))?;
+    let mut infos = Vec::new();
+    while let Some(row) = rows.next()? {
+        infos.push(run_info(row)?);
+    }
+    Ok(infos)
+}
+
 fn run_info(row: &Row<'_>) -> Result<RunInfo, TrackingError> {
     let status = text(row, 4)?;
     let stage = text(row, 7)?;

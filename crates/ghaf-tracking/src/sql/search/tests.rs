@@ -1,6 +1,5 @@
-//! The two plans of a run search return the same pages, and the plan choice picks the
-//! driven plan only for selective clauses. Runs are inserted with SQL, because the plans
-//! differ only beyond [`SCAN_ALWAYS`] runs.
+//! The plans of a run search return the same pages, and the plan choice picks a driven plan
+//! only for selective clauses. Runs are inserted with SQL, thousands at a time.
 
 use ghaf_core::{ProjectId, TenantId};
 use ghaf_meta::testing::{postgres_store, sqlite_store};
@@ -46,13 +45,13 @@ async fn seed(store: &SqlTrackingStore) -> (i64, i64) {
             );
             let mut tags = SqlBuilder::default();
             tags.push(
-                "INSERT INTO tracking_run_tags (tenant_id, project_id, run_id, key, value) \
-                 VALUES ",
+                "INSERT INTO tracking_run_tags (tenant_id, project_id, run_id, key, value, \
+                 experiment_id, start_time) VALUES ",
             );
             let mut params = SqlBuilder::default();
             params.push(
-                "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, value) \
-                 VALUES ",
+                "INSERT INTO tracking_params (tenant_id, project_id, run_id, key, value, \
+                 experiment_id, start_time) VALUES ",
             );
             let mut metrics = SqlBuilder::default();
             metrics.push(
@@ -61,6 +60,7 @@ async fn seed(store: &SqlTrackingStore) -> (i64, i64) {
             );
             for i in chunk_start..chunk_end {
                 let run_id = format!("{experiment:08x}{i:024x}");
+                let start_time = 1_000 + i / 2;
                 let separator = if i > chunk_start { ", " } else { "" };
                 let scoped = |sql: &mut SqlBuilder| {
                     sql.push(separator);
@@ -75,7 +75,7 @@ async fn seed(store: &SqlTrackingStore) -> (i64, i64) {
                     Bind::Text("test".into()),
                     Bind::Text("FINISHED".into()),
                     // Pairs of runs share a start time, so the run id breaks ties.
-                    Bind::Int(1_000 + i / 2),
+                    Bind::Int(start_time),
                     Bind::Int(2_000 + i),
                     Bind::Text("active".into()),
                     Bind::Text(String::new()),
@@ -87,6 +87,8 @@ async fn seed(store: &SqlTrackingStore) -> (i64, i64) {
                     Bind::Text(run_id.clone()),
                     Bind::Text("team".into()),
                     Bind::Text(format!("team-{}", i % 20)),
+                    Bind::Int(experiment),
+                    Bind::Int(start_time),
                 ]);
                 if i % 500 == 0 {
                     tags.push(", ").list([
@@ -95,6 +97,8 @@ async fn seed(store: &SqlTrackingStore) -> (i64, i64) {
                         Bind::Text(run_id.clone()),
                         Bind::Text("rare".into()),
                         Bind::Text("yes".into()),
+                        Bind::Int(experiment),
+                        Bind::Int(start_time),
                     ]);
                 }
                 scoped(&mut params);
@@ -104,6 +108,8 @@ async fn seed(store: &SqlTrackingStore) -> (i64, i64) {
                     Bind::Text(run_id.clone()),
                     Bind::Text("model".into()),
                     Bind::Text(["rf", "gbm", "logreg", "mlp"][(i % 4) as usize].into()),
+                    Bind::Int(experiment),
+                    Bind::Int(start_time),
                 ]);
                 let nan = i % 97 == 0;
                 let loss = (i * 104_729 % 10_000) as f64 / 10_000.0;
@@ -154,44 +160,63 @@ async fn ids(store: &SqlTrackingStore, query: &RunQuery, plan: RunPlan) -> Vec<S
         .collect()
 }
 
-/// Each case: filter, order, page size, offset, and whether the chosen plan drives.
-const CASES: &[(&str, &[&str], u32, u64, bool)] = &[
-    ("", &[], 1000, 0, false),
-    ("tags.team = 'team-7'", &[], 1000, 0, true),
-    ("params.model = 'rf'", &[], 1, 0, false),
+/// Each case: filter, order, page size, offset, and the plan chosen for the large experiment.
+const CASES: &[(&str, &[&str], u32, u64, RunPlan)] = &[
+    ("", &[], 1000, 0, RunPlan::Scan),
+    (
+        "tags.team = 'team-7'",
+        &[],
+        1000,
+        0,
+        RunPlan::DriveOrdered(0),
+    ),
+    ("params.model = 'rf'", &[], 1, 0, RunPlan::DriveOrdered(0)),
     (
         "tags.team = 'team-7' and metrics.loss < 0.05",
         &[],
         10,
         0,
-        true,
+        RunPlan::DriveOrdered(0),
     ),
     (
         "metrics.loss < 0.05 and tags.team = 'team-7'",
         &[],
         3,
         2,
-        true,
+        RunPlan::DriveOrdered(1),
     ),
-    ("metrics.loss >= 0.99", &[], 20, 0, true),
-    ("metrics.loss <= 0.001", &[], 20, 0, true),
-    ("tags.rare IS NOT NULL", &[], 5, 0, true),
-    ("params.model = 'rf'", &[], 1000, 0, true),
+    ("metrics.loss >= 0.99", &[], 20, 0, RunPlan::Drive(0)),
+    ("metrics.loss <= 0.001", &[], 20, 0, RunPlan::Drive(0)),
+    ("tags.rare IS NOT NULL", &[], 5, 0, RunPlan::Drive(0)),
+    (
+        "params.model = 'rf'",
+        &[],
+        1000,
+        0,
+        RunPlan::DriveOrdered(0),
+    ),
     (
         "params.model = 'rf' and tags.team = 'team-4'",
         &["metrics.loss DESC"],
         50,
         0,
-        true,
+        RunPlan::Drive(1),
     ),
     (
         "params.model != 'rf' and metrics.loss > 0.5",
         &[],
         10,
         0,
-        false,
+        RunPlan::Scan,
     ),
-    ("params.model != 'rf'", &[], 100, 0, false),
+    (
+        "params.model IS NOT NULL and metrics.loss > 0.5 and params.model = 'gbm'",
+        &[],
+        10,
+        0,
+        RunPlan::DriveOrdered(2),
+    ),
+    ("params.model != 'rf'", &[], 100, 0, RunPlan::Scan),
     // Clauses checked on the driving table's run id: a negated lookup, LIKE and ILIKE on a
     // tag, IS NOT NULL, a metric inequality, and an attribute that needs the run's row.
     (
@@ -200,7 +225,7 @@ const CASES: &[(&str, &[&str], u32, u64, bool)] = &[
         &[],
         100,
         0,
-        true,
+        RunPlan::DriveOrdered(0),
     ),
     (
         "metrics.loss < 0.05 and tags.team ILIKE 'TEAM-7' and params.model IS NOT NULL and \
@@ -208,49 +233,105 @@ const CASES: &[(&str, &[&str], u32, u64, bool)] = &[
         &[],
         10,
         0,
-        true,
+        RunPlan::Drive(0),
     ),
     (
         "tags.team = 'team-7'",
         &["attributes.run_name ASC"],
         30,
         10,
-        true,
+        RunPlan::Drive(0),
     ),
 ];
 
-async fn check_plans(store: &SqlTrackingStore) {
-    let (large, small) = seed(store).await;
-    for &(filter, order, max, offset, drives) in CASES {
-        let query = query(large, filter, order, max, offset);
-        let plan = store.run_plan(&scope(), &query).await.unwrap();
-        assert_eq!(
-            matches!(plan, RunPlan::Drive(_)),
-            drives,
-            "plan of {filter:?} ordered by {order:?}, page {max}: {plan:?}"
-        );
-        let scanned = ids(store, &query, RunPlan::Scan).await;
-        assert!(!scanned.is_empty(), "{filter:?} matches no run");
-        if let RunPlan::Drive(_) = plan {
-            let driven = ids(store, &query, plan).await;
-            assert_eq!(
-                driven, scanned,
-                "driven and scanned pages of {filter:?} differ"
-            );
-        }
-        for position in 0..query.filter.clauses.len() {
-            if indexed(&query.filter.clauses[position]).is_some() {
-                let driven = ids(store, &query, RunPlan::Drive(position)).await;
-                assert_eq!(driven, scanned, "{filter:?} driven by clause {position}");
+/// Returns every plan that can serve `query`: the scan, each indexed clause driving, and
+/// each `=` param or tag clause in page order when the search allows it.
+fn plans_of(query: &RunQuery) -> Vec<RunPlan> {
+    let mut plans = vec![RunPlan::Scan];
+    for (position, clause) in query.filter.clauses.iter().enumerate() {
+        if let Some(index) = indexed(clause) {
+            plans.push(RunPlan::Drive(position));
+            if index.page_ordered && query.order_by.is_empty() && query.experiment_ids.len() == 1 {
+                plans.push(RunPlan::DriveOrdered(position));
             }
         }
     }
+    plans
+}
 
+async fn check_plans(store: &SqlTrackingStore) {
+    let (large, small) = seed(store).await;
+    for &(filter, order, max, offset, expected) in CASES {
+        let query = query(large, filter, order, max, offset);
+        let plan = store.run_plan(&scope(), &query).await.unwrap();
+        assert_eq!(
+            plan, expected,
+            "plan of {filter:?} ordered by {order:?}, page {max}"
+        );
+        let scanned = ids(store, &query, RunPlan::Scan).await;
+        assert!(!scanned.is_empty(), "{filter:?} matches no run");
+        for other in plans_of(&query) {
+            let driven = ids(store, &query, other).await;
+            assert_eq!(driven, scanned, "{filter:?} with {other:?}");
+        }
+    }
+
+    // The small experiment's runs only, although the large one has the same values.
     let small_query = query(small, "tags.team = 'team-7'", &[], 1000, 0);
     let plan = store.run_plan(&scope(), &small_query).await.unwrap();
-    assert_eq!(plan, RunPlan::Scan, "a small experiment is scanned");
-    let driven = ids(store, &small_query, RunPlan::Drive(0)).await;
-    assert_eq!(driven.len(), (LARGE / 10 / 20) as usize);
+    assert_eq!(plan, RunPlan::DriveOrdered(0));
+    for plan in plans_of(&small_query) {
+        let found = ids(store, &small_query, plan).await;
+        assert_eq!(found.len(), (LARGE / 10 / 20) as usize, "{plan:?}");
+    }
+
+    // Two experiments: the value index is read for both, and no plan reads it in page
+    // order.
+    let mut both = query(
+        large,
+        "tags.team = 'team-3' and metrics.loss < 0.5",
+        &[],
+        200,
+        5,
+    );
+    both.experiment_ids.push(small);
+    let plan = store.run_plan(&scope(), &both).await.unwrap();
+    assert_eq!(plan, RunPlan::Drive(0));
+    let scanned = ids(store, &both, RunPlan::Scan).await;
+    assert!(
+        scanned
+            .iter()
+            .any(|id| id.starts_with(&format!("{small:08x}")))
+    );
+    assert!(!plans_of(&both).contains(&RunPlan::DriveOrdered(0)));
+    for plan in plans_of(&both) {
+        assert_eq!(ids(store, &both, plan).await, scanned, "{plan:?}");
+    }
+    assert!(matches!(
+        store
+            .search_runs_with(&scope(), &both, RunPlan::DriveOrdered(0))
+            .await,
+        Err(TrackingError::InvalidState(_))
+    ));
+
+    // With all but 10 of the small experiment's runs deleted, the value index contains more
+    // of its runs than the active view has, so the scan runs.
+    let statement = store.db().sql(
+        "UPDATE tracking_runs SET lifecycle_stage = 'deleted' WHERE tenant_id = 'acme' AND \
+         experiment_id = ? AND start_time >= 1005",
+    );
+    sqlx::query(statement)
+        .bind(small)
+        .execute(store.db().pool())
+        .await
+        .unwrap();
+    let plan = store.run_plan(&scope(), &small_query).await.unwrap();
+    assert_eq!(plan, RunPlan::Scan);
+    let scanned = ids(store, &small_query, RunPlan::Scan).await;
+    assert!(!scanned.is_empty());
+    for plan in plans_of(&small_query) {
+        assert_eq!(ids(store, &small_query, plan).await, scanned, "{plan:?}");
+    }
 }
 
 #[tokio::test]
@@ -409,6 +490,147 @@ async fn sqlite_metric_values_exact() {
 async fn postgres_metric_values_exact() {
     let (meta, guard) = postgres_store().await;
     check_exact_values(&SqlTrackingStore::new(meta.db().clone())).await;
+    meta.db().close().await;
+    guard.drop_database().await;
+}
+
+/// SQLite reads the driving index of the ordered plan in page order: the plan has no sort
+/// step, and the index range is the searched experiment's.
+#[tokio::test]
+async fn sqlite_ordered_plan_needs_no_sort() {
+    let (meta, _dir) = sqlite_store().await;
+    let store = SqlTrackingStore::new(meta.db().clone());
+    let (large, _) = seed(&store).await;
+    let search = query(
+        large,
+        "metrics.loss < 0.5 and tags.team = 'team-2' and params.model = 'rf'",
+        &[],
+        100,
+        0,
+    );
+    let explain = |plan: RunPlan| -> String {
+        let sql =
+            search_statement(Dialect::Sqlite, &scope(), &search, plan, selects_runs(plan)).unwrap();
+        store
+            .db()
+            .sqlite_direct()
+            .unwrap()
+            .read(|conn| {
+                let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", sql.text))?;
+                let details = statement
+                    .query_map(ghaf_meta::rusqlite::params_from_iter(&sql.binds), |row| {
+                        row.get::<_, String>(3)
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(details.join("\n"))
+            })
+            .unwrap()
+    };
+    let ordered = explain(RunPlan::DriveOrdered(1));
+    assert!(!ordered.contains("TEMP B-TREE"), "{ordered}");
+    assert!(
+        ordered.contains("tracking_run_tags_by_value (tenant_id=? AND project_id=? AND experiment_id=? AND key=? AND value=?)"),
+        "{ordered}"
+    );
+    let sorted = explain(RunPlan::Drive(1));
+    assert!(sorted.contains("TEMP B-TREE"), "{sorted}");
+}
+
+/// Checks that every sqlx write path gives param and tag rows their run's experiment id and
+/// start time, and that the ordered plan then finds the run.
+async fn check_run_place(store: &SqlTrackingStore) {
+    let scope = scope();
+    let experiment = store
+        .create_experiment(&scope, "placed", None, &[])
+        .await
+        .unwrap()
+        .experiment_id;
+    let run_id = store
+        .create_run(
+            &scope,
+            &NewRun {
+                experiment_id: experiment,
+                user_id: "test".into(),
+                run_name: None,
+                start_time: Some(42),
+                tags: vec![Tag {
+                    key: "team".into(),
+                    value: "a".into(),
+                }],
+            },
+        )
+        .await
+        .unwrap()
+        .info
+        .run_id;
+    let update = RunUpdate {
+        run_name: Some("renamed".into()),
+        ..RunUpdate::default()
+    };
+    store.update_run(&scope, &run_id, &update).await.unwrap();
+    let params = [Param {
+        key: "depth".into(),
+        value: "3".into(),
+    }];
+    let tags = [Tag {
+        key: "owner".into(),
+        value: "b".into(),
+    }];
+    store
+        .log_batch(&scope, &run_id, &[], &params, &tags)
+        .await
+        .unwrap();
+
+    for table in ["tracking_params", "tracking_run_tags"] {
+        let statement = store.db().sql(&format!(
+            "SELECT key, experiment_id, start_time FROM {table} WHERE tenant_id = 'acme' AND \
+             run_id = ? ORDER BY key"
+        ));
+        let rows = sqlx::query(statement)
+            .bind(&run_id)
+            .fetch_all(store.db().pool())
+            .await
+            .unwrap();
+        let expected_keys: &[&str] = if table == "tracking_params" {
+            &["depth"]
+        } else {
+            &["mlflow.runName", "owner", "team"]
+        };
+        assert_eq!(rows.len(), expected_keys.len(), "{table}");
+        for (row, key) in rows.iter().zip(expected_keys) {
+            assert_eq!(row.try_get::<String, _>(0).unwrap(), *key, "{table}");
+            assert_eq!(
+                row.try_get::<i64, _>(1).unwrap(),
+                experiment,
+                "{table} {key}"
+            );
+            assert_eq!(row.try_get::<i64, _>(2).unwrap(), 42, "{table} {key}");
+        }
+    }
+
+    let search = query(
+        experiment,
+        "tags.owner = 'b' and params.depth = '3' and tags.`mlflow.runName` = 'renamed'",
+        &[],
+        10,
+        0,
+    );
+    for plan in plans_of(&search) {
+        let found = ids(store, &search, plan).await;
+        assert_eq!(found, std::slice::from_ref(&run_id), "{plan:?}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_writes_place_rows() {
+    let (meta, _dir) = sqlite_store().await;
+    check_run_place(&SqlTrackingStore::new(meta.db().clone())).await;
+}
+
+#[tokio::test]
+async fn postgres_writes_place_rows() {
+    let (meta, guard) = postgres_store().await;
+    check_run_place(&SqlTrackingStore::new(meta.db().clone())).await;
     meta.db().close().await;
     guard.drop_database().await;
 }
