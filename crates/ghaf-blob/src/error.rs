@@ -53,6 +53,15 @@ pub enum BlobError {
         path: PathBuf,
         source: std::io::Error,
     },
+
+    /// Flushing a stored blob, or a directory above it, to disk failed on a local backend.
+    #[error(
+        "syncing {path} to disk failed: {source}; the blob may not survive a crash, so check          the disk and its free space, then upload the content again"
+    )]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl BlobError {
@@ -66,7 +75,7 @@ impl BlobError {
             }
             Self::Backend(object_store::Error::NotFound { .. }) => ErrorCode::NotFound,
             Self::Backend(_) => ErrorCode::Unavailable,
-            Self::Io(_) | Self::ReadFile { .. } => ErrorCode::Internal,
+            Self::Io(_) | Self::ReadFile { .. } | Self::Sync { .. } => ErrorCode::Internal,
         }
     }
 }

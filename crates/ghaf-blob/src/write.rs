@@ -158,6 +158,7 @@ impl BlobStore {
             self.delete_staging(&staging_key).await;
             return Err(error.into());
         }
+        self.sync_local(&key).await?;
 
         tracing::debug!(tenant = %tenant, digest = %blob.digest, size, "stored blob");
         Ok(blob)
@@ -173,8 +174,26 @@ impl BlobStore {
     ) -> Result<BlobRef, BlobError> {
         let key = self.blob_key(tenant, &blob.digest)?;
         self.store.put(&key, payload).await?;
+        self.sync_local(&key).await?;
         tracing::debug!(tenant = %tenant, digest = %blob.digest, size = blob.size, "stored blob");
         Ok(blob)
+    }
+
+    /// Flushes the blob at `key` to disk on a local backend. It syncs the file's content, then
+    /// each directory from the file's own up to the root, so a new directory entry survives a
+    /// crash too. `object_store`'s local backend writes and renames without syncing, and a
+    /// caller commits metadata that names the blob once this returns. On other backends the
+    /// server's acknowledgement of the write is relied on, and nothing is done.
+    async fn sync_local(&self, key: &object_store::path::Path) -> Result<(), BlobError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        let file = key
+            .parts()
+            .fold(root.clone(), |path, part| path.join(part.as_ref()));
+        tokio::task::spawn_blocking(move || sync_file_and_parents(&root, &file))
+            .await
+            .map_err(|error| BlobError::Io(io::Error::other(error)))?
     }
 
     /// Deletes a staging object after a failed upload. Failures are only logged, because
@@ -189,6 +208,25 @@ impl BlobStore {
             ),
         }
     }
+}
+
+/// Syncs `file`, then every directory from its parent up to and including `root`.
+fn sync_file_and_parents(root: &FsPath, file: &FsPath) -> Result<(), BlobError> {
+    let sync = |path: &FsPath| {
+        std::fs::File::open(path)
+            .and_then(|opened| opened.sync_all())
+            .map_err(|source| BlobError::Sync {
+                path: path.to_path_buf(),
+                source,
+            })
+    };
+    sync(file)?;
+    let mut directory = file.parent();
+    while let Some(current) = directory.filter(|dir| dir.starts_with(root)) {
+        sync(current)?;
+        directory = current.parent();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -216,5 +254,55 @@ mod tests {
         assert_send(&store.delete(&tenant, &digest));
         assert_send(&store.list(&tenant));
         assert_send(&store.clean_staging(std::time::Duration::ZERO));
+    }
+
+    #[test]
+    fn sync_covers_file_and_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let directory = root.path().join("tenants/acme");
+        std::fs::create_dir_all(&directory).unwrap();
+        let file = directory.join("blob");
+        std::fs::write(&file, b"content").unwrap();
+
+        sync_file_and_parents(root.path(), &file).unwrap();
+    }
+
+    #[test]
+    fn sync_missing_file_names_it() {
+        let root = tempfile::tempdir().unwrap();
+        let missing = root.path().join("tenants/acme/blob");
+
+        let error = sync_file_and_parents(root.path(), &missing).unwrap_err();
+
+        assert!(
+            matches!(&error, BlobError::Sync { path, .. } if path == &missing),
+            "{error}"
+        );
+    }
+
+    /// Both write paths of a local store, one request and a multipart upload, end synced and
+    /// readable.
+    #[tokio::test]
+    async fn local_writes_are_synced() {
+        let root = tempfile::tempdir().unwrap();
+        let config = crate::BlobConfig::Local {
+            root: root.path().to_path_buf(),
+        };
+        let store = BlobStore::from_config(&config).unwrap().with_part_size(16);
+        let tenant = TenantId::from_stored("acme");
+
+        for content in [b"small".to_vec(), vec![7u8; 100]] {
+            let blob = store
+                .put_bytes(&tenant, Bytes::from(content.clone()))
+                .await
+                .unwrap();
+            let key = store.blob_key(&tenant, &blob.digest).unwrap();
+            let file = key.parts().fold(root.path().to_path_buf(), |path, part| {
+                path.join(part.as_ref())
+            });
+
+            assert_eq!(std::fs::read(&file).unwrap(), content);
+            assert_eq!(store.get(&tenant, &blob.digest).await.unwrap(), content);
+        }
     }
 }

@@ -188,9 +188,6 @@ pub(crate) fn run_pass(
     staging_dir: &Path,
     settings: &PassSettings,
 ) -> Result<PassOutput, IngestError> {
-    // The staging file is copied into the blob store and then deleted, so its fsync makes
-    // nothing durable. A batch pass, which callers run while serving a request, skips it.
-    let sync_staging = !matches!(input, PassInput::Batch(_));
     let mut source = input.open(schema)?;
 
     std::fs::create_dir_all(staging_dir).map_err(staging_error(staging_dir))?;
@@ -240,9 +237,9 @@ pub(crate) fn run_pass(
         // closed channel.
         let file = written?;
         let checked = checked?;
-        if sync_staging {
-            file.sync_all().map_err(staging_error(&parquet_path))?;
-        }
+        // No fsync here: the staging file is copied into the blob store, which syncs the
+        // stored blob, and then deleted.
+        drop(file);
         Ok(PassOutput {
             report: checked.report,
             profile: checked.profile,
@@ -391,7 +388,8 @@ fn check_and_write(
                 path: path.display().to_string(),
                 source: error.into_error(),
             })?;
-            file.sync_all().map_err(staging_error(&path))?;
+            // Copied into the blob store, which syncs it, so no fsync here.
+            drop(file);
             Some(path)
         }
         None => None,
