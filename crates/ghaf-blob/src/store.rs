@@ -154,6 +154,16 @@ impl BlobStore {
         &self.store
     }
 
+    /// Returns the file that stores the object `key` on a local backend, or `None` on
+    /// other backends.
+    pub(crate) fn local_path(&self, key: &Path) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        Some(
+            key.parts()
+                .fold(root.clone(), |path, part| path.join(part.as_ref())),
+        )
+    }
+
     /// Returns the object key that stores the blob `digest` of `tenant`.
     pub fn blob_key(&self, tenant: &TenantId, digest: &Sha256Digest) -> Result<Path, BlobError> {
         let hex = digest.to_hex();

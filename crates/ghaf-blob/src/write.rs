@@ -185,12 +185,9 @@ impl BlobStore {
     /// caller commits metadata that names the blob once this returns. On other backends the
     /// server's acknowledgement of the write is relied on, and nothing is done.
     async fn sync_local(&self, key: &object_store::path::Path) -> Result<(), BlobError> {
-        let Some(root) = self.local_root.clone() else {
+        let (Some(root), Some(file)) = (self.local_root.clone(), self.local_path(key)) else {
             return Ok(());
         };
-        let file = key
-            .parts()
-            .fold(root.clone(), |path, part| path.join(part.as_ref()));
         tokio::task::spawn_blocking(move || sync_file_and_parents(&root, &file))
             .await
             .map_err(|error| BlobError::Io(io::Error::other(error)))?
@@ -297,9 +294,7 @@ mod tests {
                 .await
                 .unwrap();
             let key = store.blob_key(&tenant, &blob.digest).unwrap();
-            let file = key.parts().fold(root.path().to_path_buf(), |path, part| {
-                path.join(part.as_ref())
-            });
+            let file = store.local_path(&key).unwrap();
 
             assert_eq!(std::fs::read(&file).unwrap(), content);
             assert_eq!(store.get(&tenant, &blob.digest).await.unwrap(), content);

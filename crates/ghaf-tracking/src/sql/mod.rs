@@ -587,6 +587,15 @@ struct RunPlace {
     start_time: i64,
 }
 
+impl RunPlace {
+    fn of(info: &RunInfo) -> Self {
+        Self {
+            experiment_id: info.experiment_id,
+            start_time: info.start_time,
+        }
+    }
+}
+
 /// Returns the error of a batch write that reached a param or tag without having read its
 /// run, which `write_batch` never does.
 fn missing_place(run_id: &str) -> TrackingError {
@@ -972,10 +981,7 @@ impl TrackingStore for SqlTrackingStore {
         .bind(&info.artifact_uri)
         .execute(&mut *tx)
         .await?;
-        let place = RunPlace {
-            experiment_id: info.experiment_id,
-            start_time: info.start_time,
-        };
+        let place = RunPlace::of(&info);
         for tag in &tags {
             self.upsert_run_tag(&mut tx, scope, &info.run_id, place, &tag.key, &tag.value)
                 .await?;
@@ -1026,10 +1032,7 @@ impl TrackingStore for SqlTrackingStore {
         }
         if let Some(name) = update.run_name.as_ref().filter(|n| !n.is_empty()) {
             info.run_name = name.clone();
-            let place = RunPlace {
-                experiment_id: info.experiment_id,
-                start_time: info.start_time,
-            };
+            let place = RunPlace::of(&info);
             self.upsert_run_tag(&mut tx, scope, run_id, place, "mlflow.runName", name)
                 .await?;
         }

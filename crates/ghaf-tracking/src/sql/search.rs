@@ -26,10 +26,10 @@
 //!    at most [`COUNT_LIMIT`] entries and no more than the smallest count so far. Param and
 //!    tag clauses are counted first, so their often smaller counts bound the metric counts.
 //! 2. When the clause with the fewest matches is an `=` on a param or tag and the ordered
-//!    plan serves the search, that plan starts from it, unless the experiment has no more
-//!    runs in the searched view (active, deleted or both) than the clause has matches. Then
-//!    the scan runs, because the value index also holds runs outside the view, which the
-//!    runs index of the scan skips.
+//!    plan serves the search, that plan starts from it. The exception is an experiment with
+//!    no more runs in the searched view (active, deleted or both) than the clause has
+//!    matches. There the scan runs, because the value index also contains runs outside the
+//!    view, which the runs index of the scan skips.
 //! 3. Otherwise the clause with the fewest matches drives the search when, for a metric, the
 //!    experiments have more runs than it has matches, and, for the default newest-first
 //!    order, it has at most [`SCAN_RATIO`] times the rows the page needs. The page-ordered
@@ -213,15 +213,27 @@ pub(crate) trait SearchReader: Copy {
     /// Loads the params, tags, latest metrics and outputs of `infos`, keeping their order.
     async fn complete(self, scope: &Scope, infos: Vec<RunInfo>) -> Result<Vec<Run>, TrackingError>;
 
-    /// Loads the runs `ids` of `query`'s experiments and view in `scope`, with their params,
-    /// tags, latest metrics and outputs, in the order of `ids`. A run that left the
-    /// experiments or the view since its id was read is left out.
-    async fn load_runs(
+    /// Reads the runs `ids` of `query`'s experiments and view in `scope`, in the order of
+    /// `ids`. A run that left the experiments or the view since its id was read is left out.
+    ///
+    /// NOTE: on the pool the search and this read are separate statements without a shared
+    /// snapshot. A run changed in between comes back with its new values, and one that left
+    /// the searched experiments or view is left out, so such a page can be one run short.
+    async fn run_infos_by_id(
         self,
         scope: &Scope,
         query: &RunQuery,
-        ids: Vec<String>,
-    ) -> Result<Vec<Run>, TrackingError>;
+        ids: &[String],
+    ) -> Result<Vec<RunInfo>, TrackingError> {
+        let mut found: HashMap<String, RunInfo> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = runs_by_id_statement(scope, query, chunk);
+            for info in self.run_infos(&sql).await? {
+                found.insert(info.run_id.clone(), info);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
 
     /// Returns `COUNT(*)` of the rows of `inner`, reading at most `limit` of them.
     async fn bounded_count(self, mut inner: SqlBuilder, limit: i64) -> Result<i64, TrackingError> {
@@ -361,18 +373,20 @@ pub(crate) trait SearchReader: Copy {
     ) -> Result<Page<Run>, TrackingError> {
         let selects_runs = selects_runs(plan);
         let sql = search_statement(self.dialect(), scope, query, plan, selects_runs)?;
-        if selects_runs {
+        let (infos, next_offset) = if selects_runs {
             let infos = self.run_infos(&sql).await?;
             let Page { items, next_offset } = page(infos, query.max_results, query.offset);
-            return Ok(Page {
-                items: self.complete(scope, items).await?,
+            (items, next_offset)
+        } else {
+            let ids = self.run_ids(&sql).await?;
+            let Page { items, next_offset } = page(ids, query.max_results, query.offset);
+            (
+                self.run_infos_by_id(scope, query, &items).await?,
                 next_offset,
-            });
-        }
-        let ids = self.run_ids(&sql).await?;
-        let Page { items, next_offset } = page(ids, query.max_results, query.offset);
+            )
+        };
         Ok(Page {
-            items: self.load_runs(scope, query, items).await?,
+            items: self.complete(scope, infos).await?,
             next_offset,
         })
     }
@@ -416,27 +430,6 @@ impl SearchReader for &SqlTrackingStore {
     async fn complete(self, scope: &Scope, infos: Vec<RunInfo>) -> Result<Vec<Run>, TrackingError> {
         SqlTrackingStore::complete_runs(self, scope, infos).await
     }
-
-    /// NOTE: on the pool the search and this load are separate statements without a shared
-    /// snapshot. A run changed in between comes back with its new values, and one that left
-    /// the searched experiments or view is left out, so such a page can be one run short.
-    async fn load_runs(
-        self,
-        scope: &Scope,
-        query: &RunQuery,
-        ids: Vec<String>,
-    ) -> Result<Vec<Run>, TrackingError> {
-        let mut found: HashMap<String, RunInfo> = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(IN_CHUNK) {
-            let sql = runs_by_id_statement(scope, query, chunk);
-            for row in self.fetch_all(&sql).await? {
-                let info = run_info_from_row(&row)?;
-                found.insert(info.run_id.clone(), info);
-            }
-        }
-        let infos = ids.iter().filter_map(|id| found.remove(id)).collect();
-        SqlTrackingStore::complete_runs(self, scope, infos).await
-    }
 }
 
 impl SearchReader for &Connection {
@@ -457,16 +450,6 @@ impl SearchReader for &Connection {
     }
 
     async fn complete(self, scope: &Scope, infos: Vec<RunInfo>) -> Result<Vec<Run>, TrackingError> {
-        sqlite::complete_runs(self, scope, infos)
-    }
-
-    async fn load_runs(
-        self,
-        scope: &Scope,
-        query: &RunQuery,
-        ids: Vec<String>,
-    ) -> Result<Vec<Run>, TrackingError> {
-        let infos = sqlite::run_infos_by_id(self, scope, query, &ids)?;
         sqlite::complete_runs(self, scope, infos)
     }
 }
@@ -689,7 +672,7 @@ impl SqlTrackingStore {
 
 /// Returns the statement that selects [`RUN_COLUMNS`] of the runs `ids` that are still in
 /// the experiments and view of `query`.
-pub(super) fn runs_by_id_statement(scope: &Scope, query: &RunQuery, ids: &[String]) -> SqlBuilder {
+fn runs_by_id_statement(scope: &Scope, query: &RunQuery, ids: &[String]) -> SqlBuilder {
     let mut sql = SqlBuilder::default();
     sql.push(&format!(
         "SELECT {RUN_COLUMNS} FROM tracking_runs r WHERE r.tenant_id = ? AND r.project_id = ? \

@@ -41,27 +41,6 @@ pub(super) fn run_ids(conn: &Connection, sql: &SqlBuilder) -> Result<Vec<String>
     Ok(ids)
 }
 
-/// Reads the runs `ids` of `scope` that are in `query`'s experiments and view, in the order
-/// of `ids`.
-pub(super) fn run_infos_by_id(
-    conn: &Connection,
-    scope: &Scope,
-    query: &RunQuery,
-    ids: &[String],
-) -> Result<Vec<RunInfo>, TrackingError> {
-    let mut found: HashMap<String, RunInfo> = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(IN_CHUNK) {
-        let sql = super::runs_by_id_statement(scope, query, chunk);
-        let mut statement = conn.prepare_cached(&sql.text)?;
-        let mut rows = statement.query(rusqlite::params_from_iter(&sql.binds))?;
-        while let Some(row) = rows.next()? {
-            let info = run_info(row)?;
-            found.insert(info.run_id.clone(), info);
-        }
-    }
-    Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
-}
-
 /// Runs a statement that selects [`super::RUN_COLUMNS`] and returns the runs in row order.
 pub(super) fn run_infos(
     conn: &Connection,
