@@ -19,7 +19,8 @@ use crate::FeatureError;
 use crate::apply::{Change, Plan, PlannedChange, changed_fields, mentions};
 use crate::definition::{Definitions, Entity, FeatureRef, FeatureServiceSpec, KeyType};
 use crate::online::{
-    DefinitionCache, EntityKey, KeyValue, OnlineRow, OnlineScope, OnlineStore, OnlineView, resolve,
+    DefinitionCache, EntityKey, KeyValue, OnlineRow, OnlineScope, OnlineStore, OnlineView,
+    PickedRow, resolve_value,
 };
 use crate::push::{PushTarget, batch_of, rows_of};
 use crate::store::{FeatureDb, Materialization, StoredJoinKey, StoredView};
@@ -116,8 +117,28 @@ pub struct OnlineRequest {
 pub struct OnlineColumn {
     pub values: Vec<serde_json::Value>,
     pub statuses: Vec<crate::online::FieldStatus>,
-    /// RFC 3339; `1970-01-01T00:00:00Z` when there is no event time, as in Feast.
-    pub event_timestamps: Vec<String>,
+    /// RFC 3339; `1970-01-01T00:00:00Z` when there is no event time, as in Feast. The
+    /// features of one row share its string.
+    #[serde(with = "shared_strings")]
+    pub event_timestamps: Vec<Arc<str>>,
+}
+
+/// (De)serialises a list of shared strings as a list of JSON strings.
+mod shared_strings {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(values: &[Arc<str>], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(values.iter().map(|value| &**value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Arc<str>>, D::Error> {
+        let values = Vec::<String>::deserialize(deserializer)?;
+        Ok(values.into_iter().map(Arc::from).collect())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -1304,7 +1325,7 @@ impl FeatureStore {
                 ),
             });
         }
-        let epoch = format_micros(0);
+        let epoch: Arc<str> = format_micros(0).into();
         let mut names: Vec<String> = request.entities.keys().cloned().collect();
         // Join keys come back as given with status PRESENT, as in Feast; a null key gets
         // NULL_VALUE.
@@ -1363,9 +1384,21 @@ impl FeatureStore {
                 view: stored.name.clone(),
                 version: stored.version,
             };
-            let found = self.online.read(&scope, &keys).await?;
+            for (_, feature) in &group.features {
+                if stored.spec.feature(feature).is_none() {
+                    return Err(FeatureError::InvalidReference {
+                        reference: format!("{}:{feature}", stored.name),
+                        message: format!(
+                            "view {}@v{} has no feature {feature:?}",
+                            stored.name, stored.version
+                        ),
+                    });
+                }
+            }
+            let requested: Vec<&str> = group.features.iter().map(|(_, f)| f.as_str()).collect();
+            let found = self.online.read_features(&scope, &keys, &requested).await?;
             let mut found = found.into_iter();
-            let stored_rows: Vec<Option<OnlineRow>> = present
+            let mut stored_rows: Vec<Option<PickedRow>> = present
                 .iter()
                 .map(|&present| {
                     if present {
@@ -1376,31 +1409,28 @@ impl FeatureStore {
                 })
                 .collect();
             // Each row's event time is formatted once and shared by its features.
-            let row_timestamps: Vec<Option<String>> = stored_rows
+            let row_timestamps: Vec<Option<Arc<str>>> = stored_rows
                 .iter()
                 .map(|row| {
                     row.as_ref()
                         .filter(|row| row.event_micros != i64::MIN)
-                        .map(|row| format_micros(row.event_micros))
+                        .map(|row| format_micros(row.event_micros).into())
                 })
                 .collect();
-            for (position, feature) in &group.features {
-                if stored.spec.feature(feature).is_none() {
-                    return Err(FeatureError::InvalidReference {
-                        reference: format!("{}:{feature}", stored.name),
-                        message: format!(
-                            "view {}@v{} has no feature {feature:?}",
-                            stored.name, stored.version
-                        ),
-                    });
-                }
+            for (index, (position, feature)) in group.features.iter().enumerate() {
                 let mut column = OnlineColumn {
                     values: Vec::with_capacity(rows),
                     statuses: Vec::with_capacity(rows),
                     event_timestamps: Vec::with_capacity(rows),
                 };
-                for (row, timestamp) in stored_rows.iter().zip(&row_timestamps) {
-                    let value = resolve(row.as_ref(), feature, ttl, now);
+                for (row, timestamp) in stored_rows.iter_mut().zip(&row_timestamps) {
+                    // Each picked value is used by one feature position, so it is moved out.
+                    let value = match row {
+                        Some(row) => {
+                            resolve_value(row.values[index].take(), row.event_micros, ttl, now)
+                        }
+                        None => resolve_value(None, i64::MIN, ttl, now),
+                    };
                     column.values.push(value.value);
                     column.statuses.push(value.status);
                     let timestamp = match (value.event_micros, timestamp) {

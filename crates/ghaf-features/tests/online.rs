@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use ghaf_core::{Name, ProjectId, TenantId};
 use ghaf_features::online::{
-    EntityKey, FieldStatus, KeyValue, OnlineRow, OnlineScope, OnlineStore, RedbOnlineStore,
-    RedisOnlineStore, resolve,
+    EntityKey, FieldStatus, KeyValue, OnlineRow, OnlineScope, OnlineStore, PickedRow,
+    RedbOnlineStore, RedisOnlineStore, resolve,
 };
 use serde_json::json;
 
@@ -192,6 +192,60 @@ async fn request_sized_batch(store: &dyn OnlineStore) {
     assert_eq!(few[1].as_ref().unwrap().values["rate"], json!(5));
 }
 
+/// Checks that reads of chosen features return what picking from whole rows returns, for a
+/// batch read on the calling task and one large enough for redb's blocking pool. Values come
+/// in request order, a feature requested twice fills both places, and a missing feature or
+/// key gives `None`.
+async fn picked_reads_match_whole_rows(store: &dyn OnlineStore) {
+    let scope = scope("acme", "p1", 5);
+    let rows: Vec<_> = (0..200)
+        .map(|i| {
+            let mut values = BTreeMap::from([
+                ("rate".to_owned(), json!(i as f64 / 4.0)),
+                ("name".to_owned(), json!(format!("driver {i}"))),
+                ("trips".to_owned(), json!(i)),
+            ]);
+            // Every third row lacks a feature, so rows store different names.
+            if i % 3 == 0 {
+                values.remove("name");
+            }
+            (
+                key(i),
+                OnlineRow {
+                    event_micros: i * HOUR,
+                    created_micros: 0,
+                    values,
+                },
+            )
+        })
+        .collect();
+    store.write(&scope, rows).await.unwrap();
+    let features = ["trips", "absent", "name", "rate", "trips"];
+    for count in [10, 200] {
+        let keys: Vec<_> = (0..count).flat_map(|i| [key(i), key(5_000 + i)]).collect();
+        let whole = store.read(&scope, &keys).await.unwrap();
+        let picked = store.read_features(&scope, &keys, &features).await.unwrap();
+        let expected: Vec<Option<PickedRow>> = whole
+            .iter()
+            .map(|row| row.as_ref().map(|row| PickedRow::pick(row, &features)))
+            .collect();
+        assert_eq!(picked, expected, "{count} keys");
+        let first = picked[2].as_ref().unwrap();
+        assert_eq!(
+            first.values,
+            vec![
+                Some(json!(1)),
+                None,
+                Some(json!("driver 1")),
+                Some(json!(0.25)),
+                Some(json!(1))
+            ]
+        );
+        assert!(picked[0].as_ref().unwrap().values[2].is_none());
+        assert!(picked[1].is_none());
+    }
+}
+
 async fn run_all(store: &dyn OnlineStore) {
     round_trip(store).await;
     older_write_never_overwrites(store).await;
@@ -199,6 +253,7 @@ async fn run_all(store: &dyn OnlineStore) {
     scopes_are_isolated(store).await;
     large_batch(store).await;
     request_sized_batch(store).await;
+    picked_reads_match_whole_rows(store).await;
 }
 
 #[tokio::test]

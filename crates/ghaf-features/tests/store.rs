@@ -340,8 +340,8 @@ async fn materialize_and_read(h: &common::Harness) {
             FieldStatus::NotFound
         ]
     );
-    assert_eq!(rate.event_timestamps[0], "2026-01-01T12:00:00Z");
-    assert_eq!(rate.event_timestamps[3], "1970-01-01T00:00:00Z");
+    assert_eq!(&*rate.event_timestamps[0], "2026-01-01T12:00:00Z");
+    assert_eq!(&*rate.event_timestamps[3], "1970-01-01T00:00:00Z");
     assert_eq!(response.results[2].values[1], json!(20));
 
     // The requested order is kept, also through a feature service.

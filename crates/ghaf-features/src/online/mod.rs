@@ -1,13 +1,14 @@
 //! The online store: the latest feature row per entity key of each view version, for
 //! low-latency reads.
 //!
-//! Every key carries the tenant, project, view and view version, then the entity key with
-//! its join-key names sorted. A write replaces the stored row only when it is not older by
+//! Every row is stored under its scope (tenant, project, view and view version) and its
+//! entity key with the join-key names sorted. A write replaces the stored row only when it is not older by
 //! (event time, created time), so a late or replayed write never overwrites a newer one. An
 //! equal pair overwrites, which makes replaying the same run idempotent. The TTL is applied
 //! on read: a value older than `now - ttl` comes back as `OUTSIDE_MAX_AGE`.
 
 mod cache;
+mod codec;
 mod embedded;
 mod redis_store;
 
@@ -33,25 +34,19 @@ pub struct OnlineScope {
 }
 
 impl OnlineScope {
-    /// Returns the storage key of an entity key: the scope, then the key's encoded bytes.
+    /// Returns the storage key of an entity key in a store with one key space for all
+    /// scopes (Redis): the scope as `tenant/project/view@vN/`, then the key's encoded bytes.
     pub fn key(&self, entity: &EntityKey) -> Vec<u8> {
-        let mut key = self.key_prefix();
-        entity.encode_into(&mut key);
-        key
-    }
-
-    /// Returns the part of every storage key that names the scope. A read of many keys
-    /// formats it once and appends each encoded entity key to it, as [`OnlineScope::key`]
-    /// does.
-    pub fn key_prefix(&self) -> Vec<u8> {
-        format!(
+        let mut key = format!(
             "{}/{}/{}@v{}/",
             self.tenant.as_str(),
             self.project.as_str(),
             self.view,
             self.version
         )
-        .into_bytes()
+        .into_bytes();
+        entity.encode_into(&mut key);
+        key
     }
 }
 
@@ -109,6 +104,32 @@ impl OnlineRow {
     }
 }
 
+/// The requested features of one stored row, in request order: what an online read needs
+/// of a row, without decoding its other values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PickedRow {
+    /// Event time in microseconds since the Unix epoch; `i64::MIN` for static rows.
+    pub event_micros: i64,
+    /// Created time in microseconds; `i64::MIN` when the view has none.
+    pub created_micros: i64,
+    /// One entry per requested feature; `None` where the row has no such value.
+    pub values: Vec<Option<serde_json::Value>>,
+}
+
+impl PickedRow {
+    /// Picks `features` from a whole row.
+    pub fn pick(row: &OnlineRow, features: &[&str]) -> Self {
+        PickedRow {
+            event_micros: row.event_micros,
+            created_micros: row.created_micros,
+            values: features
+                .iter()
+                .map(|feature| row.values.get(*feature).cloned())
+                .collect(),
+        }
+    }
+}
+
 /// Result of a batch write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteCounts {
@@ -135,6 +156,21 @@ pub trait OnlineStore: Send + Sync {
         scope: &OnlineScope,
         keys: &[EntityKey],
     ) -> Result<Vec<Option<OnlineRow>>, FeatureError>;
+
+    /// Reads `features` of the stored rows of `keys`, in order; `None` for a key without a
+    /// row. The default reads whole rows and picks from them.
+    async fn read_features(
+        &self,
+        scope: &OnlineScope,
+        keys: &[EntityKey],
+        features: &[&str],
+    ) -> Result<Vec<Option<PickedRow>>, FeatureError> {
+        let rows = self.read(scope, keys).await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.as_ref().map(|row| PickedRow::pick(row, features)))
+            .collect())
+    }
 
     /// Name of the backend for logs and errors.
     fn backend(&self) -> &'static str;
@@ -167,23 +203,40 @@ pub fn resolve(
     ttl: Option<i64>,
     now_micros: i64,
 ) -> OnlineValue {
-    let not_found = OnlineValue {
-        value: serde_json::Value::Null,
-        status: FieldStatus::NotFound,
-        event_micros: None,
+    match row {
+        Some(row) => resolve_value(
+            row.values.get(feature).cloned(),
+            row.event_micros,
+            ttl,
+            now_micros,
+        ),
+        None => resolve_value(None, i64::MIN, ttl, now_micros),
+    }
+}
+
+/// Resolves a value taken from a row with event time `event_micros`. `None` stands for a
+/// value the row lacks or a row that was not found. The TTL applies as in [`resolve`].
+pub fn resolve_value(
+    value: Option<serde_json::Value>,
+    event_micros: i64,
+    ttl: Option<i64>,
+    now_micros: i64,
+) -> OnlineValue {
+    let Some(value) = value else {
+        return OnlineValue {
+            value: serde_json::Value::Null,
+            status: FieldStatus::NotFound,
+            event_micros: None,
+        };
     };
-    let Some(row) = row else { return not_found };
-    let Some(value) = row.values.get(feature) else {
-        return not_found;
-    };
-    let event_micros = (row.event_micros != i64::MIN).then_some(row.event_micros);
+    let event = (event_micros != i64::MIN).then_some(event_micros);
     if let Some(ttl) = ttl
-        && row.event_micros < now_micros.saturating_sub(ttl)
+        && event_micros < now_micros.saturating_sub(ttl)
     {
         return OnlineValue {
             value: serde_json::Value::Null,
             status: FieldStatus::OutsideMaxAge,
-            event_micros,
+            event_micros: event,
         };
     }
     let status = if value.is_null() {
@@ -192,9 +245,9 @@ pub fn resolve(
         FieldStatus::Present
     };
     OnlineValue {
-        value: value.clone(),
+        value,
         status,
-        event_micros,
+        event_micros: event,
     }
 }
 
@@ -228,9 +281,6 @@ mod tests {
         };
         let key = String::from_utf8(scope.key(&a)).unwrap();
         assert_eq!(key, r#"acme/p1/weather@v2/{"carrier":"AA","origin":"JFK"}"#);
-        let mut appended = scope.key_prefix();
-        a.encode_into(&mut appended);
-        assert_eq!(appended, scope.key(&a));
         assert_eq!(a.encode(), br#"{"carrier":"AA","origin":"JFK"}"#);
     }
 }
