@@ -388,15 +388,19 @@ impl IngestService {
             schema: &dataset.schema,
             source,
         };
-        self.emit(dataset, &run, RunState::Start, None, None)
-            .await?;
-
+        // The guard is armed before START is written: a future dropped between the START
+        // commit and its next poll would otherwise leave a run with no end event.
         let cancel = Arc::new(AtomicBool::new(false));
         let mut guard = DropGuard {
             cancel: cancel.clone(),
             finished: false,
             abort: Some(self.abort_event(dataset, project_name, source, &run_id)),
         };
+        if let Err(error) = self.emit(dataset, &run, RunState::Start, None, None).await {
+            // The START event was not stored, so there is no run to abort.
+            guard.finished = true;
+            return Err(error);
+        }
         // NOTE: a future dropped while the version insert commits can leave the version
         // stored and still record ABORT; the pass and the blob uploads stop cleanly.
         let settings = PassSettings {

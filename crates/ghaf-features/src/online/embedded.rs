@@ -105,7 +105,11 @@ impl RedbOnlineStore {
             );
             // The old table's pages are free now; compaction returns them to the file system.
             if let Err(error) = db.compact(redb::CompactionMode::Balanced) {
-                tracing::warn!(path = %path.display(), %error, "failed to compact the online store after converting it");
+                tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    "failed to compact the online store after converting it"
+                );
             }
         }
         Ok(Self { db: Arc::new(db) })
@@ -127,7 +131,10 @@ impl RedbOnlineStore {
             Err(error) => return Err(failed(error)),
         }
         drop(read);
-        tracing::info!(path = %path.display(), "converting the online store to one table per view version");
+        tracing::info!(
+            path = %path.display(),
+            "converting the online store to one table per view version"
+        );
         let tx = db.begin_write().map_err(failed)?;
         let mut converted = Converted::default();
         {
@@ -138,14 +145,23 @@ impl RedbOnlineStore {
                 let key = key.value();
                 let row = row.value();
                 let Some((scope, entity)) = split_legacy_key(key) else {
-                    tracing::warn!(path = %path.display(), key = %String::from_utf8_lossy(key), "dropping an online row whose key names no scope and entity");
+                    tracing::warn!(
+                        path = %path.display(),
+                        key = %String::from_utf8_lossy(key),
+                        "dropping an online row whose key names no scope and entity"
+                    );
                     converted.unreadable += 1;
                     continue;
                 };
                 let legacy_row = match codec::decode(row) {
                     Ok(legacy_row) => legacy_row,
                     Err(error) => {
-                        tracing::warn!(path = %path.display(), key = %String::from_utf8_lossy(key), %error, "dropping an online row that cannot be decoded");
+                        tracing::warn!(
+                            path = %path.display(),
+                            key = %String::from_utf8_lossy(key),
+                            %error,
+                            "dropping an online row that cannot be decoded"
+                        );
                         converted.unreadable += 1;
                         continue;
                     }

@@ -2,10 +2,11 @@
 //! low-latency reads.
 //!
 //! Every row is stored under its scope (tenant, project, view and view version) and its
-//! entity key with the join-key names sorted. A write replaces the stored row only when it is not older by
-//! (event time, created time), so a late or replayed write never overwrites a newer one. An
-//! equal pair overwrites, which makes replaying the same run idempotent. The TTL is applied
-//! on read: a value older than `now - ttl` comes back as `OUTSIDE_MAX_AGE`.
+//! entity key with the join-key names sorted. A write replaces the stored row only when it
+//! is not older by (event time, created time), so a late or replayed write never overwrites
+//! a newer one. An equal pair overwrites, which makes replaying the same run idempotent.
+//! The TTL is applied on read: a value older than `now - ttl` comes back as
+//! `OUTSIDE_MAX_AGE`.
 
 mod cache;
 mod codec;
