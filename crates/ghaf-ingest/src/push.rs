@@ -14,6 +14,7 @@ use crate::lineage::{IngestRun, RunState};
 use crate::pipeline::{PassInput, PassSettings, QuarantineRow};
 use crate::read::{InputFormat, ReadOptions};
 use crate::schema::{Classification, ColumnSpec, ColumnType, DatasetSchema};
+use crate::service::DropGuard;
 use crate::store::{Dataset, DatasetVersion};
 use crate::validate::{CheckKind, Failure};
 use crate::{IngestError, IngestInput, IngestService};
@@ -309,18 +310,31 @@ impl IngestService {
             schema: &dataset.schema,
             source: "push",
         };
-        self.emit(dataset, &run, RunState::Start, None, None)
-            .await?;
+        // As in a file ingest, the guard is armed before START is written, so a push whose
+        // future is dropped (a stream consumer stopping mid-batch) records ABORT and stops
+        // its pass instead of leaving the run open.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut guard = DropGuard {
+            cancel: cancel.clone(),
+            finished: false,
+            abort: Some(self.abort_event(dataset, project_name, "push", &run_id)),
+        };
+        if let Err(error) = self.emit(dataset, &run, RunState::Start, None, None).await {
+            // The START event was not stored, so there is no run to abort.
+            guard.finished = true;
+            return Err(error);
+        }
         let result = self
             .push_run(
                 dataset,
                 project_name,
                 &messages,
                 actor,
-                &run_id,
+                cancel,
                 &mut outcome,
             )
             .await;
+        guard.finished = true;
         match &result {
             Ok(()) => {
                 let version = outcome.segment.as_ref().map(|segment| segment.version);
@@ -348,9 +362,10 @@ impl IngestService {
         project_name: &str,
         messages: &[Message],
         actor: &str,
-        run_id: &str,
+        cancel: Arc<AtomicBool>,
         outcome: &mut PushOutcome,
     ) -> Result<(), IngestError> {
+        let run_id = outcome.run_id.clone();
         let staging = self.staging_file("push-", ".ndjson")?;
         {
             let mut out = std::io::BufWriter::new(
@@ -375,14 +390,7 @@ impl IngestService {
             options,
             progress: Arc::new(AtomicU64::new(0)),
         };
-        let pass = self
-            .pass(
-                &dataset.schema,
-                input,
-                settings,
-                Arc::new(AtomicBool::new(false)),
-            )
-            .await?;
+        let pass = self.pass(&dataset.schema, input, settings, cancel).await?;
         outcome.accepted = pass.report.rows_accepted;
         outcome.dead_lettered = pass.report.rows_quarantined;
 

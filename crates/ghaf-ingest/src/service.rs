@@ -108,13 +108,13 @@ impl ReadLimits {
     }
 }
 
-/// Marks an ingest as cancelled when its future is dropped before it finished (the client
-/// disconnected or the request timed out), so the blocking pass stops and an ABORT run
-/// event is recorded.
-struct DropGuard {
-    cancel: Arc<AtomicBool>,
-    finished: bool,
-    abort: Option<Box<dyn FnOnce() + Send>>,
+/// Marks an ingest or push as cancelled when its future is dropped before it finished (the
+/// client disconnected, the request timed out or a stream consumer stopped), so the blocking
+/// pass stops and an ABORT run event is recorded.
+pub(crate) struct DropGuard {
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) finished: bool,
+    pub(crate) abort: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Drop for DropGuard {

@@ -1,12 +1,13 @@
-//! Ingests stopped by shutdown or by a dropped request store no version and record ABORT;
-//! schema updates keep omitted classification labels and lower one only when asked.
+//! Ingests and pushes stopped by shutdown or by a dropped request store no version and
+//! record ABORT. Schema updates keep omitted classification labels and lower one only when
+//! asked.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{csv_options, harness};
-use ghaf_ingest::{Classification, DatasetSchema, IngestError, LineageFilter};
+use ghaf_ingest::{Classification, DatasetSchema, IngestError, LineageFilter, PushFormat};
 
 const ROWS: &str = "columns: [{name: id, type: integer}, {name: name, type: string}]";
 
@@ -95,6 +96,54 @@ async fn dropped_request_aborts_ingest() {
     }
     assert_eq!(types, ["START", "ABORT"]);
     // Give a pass that ignored the flag time to store a version, then check there is none.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dataset = h.dataset("d").await;
+    let versions = h
+        .service
+        .store()
+        .list_versions(&h.tenant, &dataset.id)
+        .await
+        .unwrap();
+    assert!(versions.is_empty());
+}
+
+#[tokio::test]
+async fn dropped_push_aborts_run() {
+    let h = harness().await;
+    h.create("d", ROWS).await;
+    let mut body = Vec::new();
+    for index in 0..200_000 {
+        body.extend_from_slice(format!("{{\"id\": {index}, \"name\": \"n{index}\"}}\n").as_bytes());
+    }
+
+    // The push's future is dropped once its run has started, as when a stream consumer
+    // stops in the middle of a batch.
+    let service = h.service.clone();
+    let dataset = h.dataset("d").await;
+    let running = tokio::spawn(async move {
+        service
+            .push(&dataset, "p", &body, PushFormat::Ndjson, "tester")
+            .await
+    });
+    while event_types(&h, "d").await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running.abort();
+    assert!(
+        running.await.unwrap_err().is_cancelled(),
+        "the push finished first"
+    );
+
+    let mut types = Vec::new();
+    for _ in 0..300 {
+        types = event_types(&h, "d").await;
+        if types.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(types, ["START", "ABORT"]);
+    // Give a pass that ignored the flag time to store a segment, then check there is none.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dataset = h.dataset("d").await;
     let versions = h
