@@ -19,7 +19,7 @@
 //! Integers are little-endian. Rows written before this encoding are JSON objects, whose
 //! first byte is `{`; [`decode`] reads both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Number, Value};
 
@@ -99,6 +99,8 @@ pub fn decode(bytes: &[u8]) -> Result<OnlineRow, FeatureError> {
 /// that it was not requested), so a name seen at that place before costs one comparison.
 pub struct Picker<'f> {
     features: &'f [&'f str],
+    /// First requested position of each requested name.
+    positions: HashMap<&'f [u8], usize>,
     /// For each requested position, the first position with the same name.
     first_of: Vec<usize>,
     /// For each place in a row, the name last seen there and the requested position of its
@@ -108,18 +110,15 @@ pub struct Picker<'f> {
 
 impl<'f> Picker<'f> {
     pub fn new(features: &'f [&'f str]) -> Self {
+        let mut positions = HashMap::with_capacity(features.len());
         let first_of = features
             .iter()
             .enumerate()
-            .map(|(position, feature)| {
-                features[..position]
-                    .iter()
-                    .position(|earlier| earlier == feature)
-                    .unwrap_or(position)
-            })
+            .map(|(position, feature)| *positions.entry(feature.as_bytes()).or_insert(position))
             .collect();
         Picker {
             features,
+            positions,
             first_of,
             seen: Vec::new(),
         }
@@ -150,14 +149,7 @@ impl<'f> Picker<'f> {
             let position = match self.seen.get(place) {
                 Some((seen, position)) if seen.as_slice() == name => *position,
                 _ => {
-                    let found = self
-                        .first_of
-                        .iter()
-                        .enumerate()
-                        .find(|&(position, &first)| {
-                            first == position && self.features[position].as_bytes() == name
-                        })
-                        .map(|(position, _)| position);
+                    let found = self.positions.get(name).copied();
                     if self.seen.len() <= place {
                         self.seen.resize(place + 1, (Vec::new(), None));
                     }
@@ -193,11 +185,11 @@ fn count<T: TryFrom<usize>>(count: usize) -> Result<T, FeatureError> {
     })
 }
 
-fn length<T: TryFrom<usize>>(len: usize, what: &str) -> Result<T, FeatureError> {
+fn length<T: TryFrom<usize>>(len: usize, item: &str) -> Result<T, FeatureError> {
     T::try_from(len).map_err(|_| FeatureError::InvalidArgument {
         argument: "rows",
         message: format!(
-            "a {what} of {len} bytes is too long for the online store; shorten it or leave it \
+            "a {item} of {len} bytes is too long for the online store; shorten it or leave it \
              out of the view"
         ),
     })
