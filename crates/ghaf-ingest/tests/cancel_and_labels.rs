@@ -26,6 +26,36 @@ async fn event_types(h: &common::Harness, dataset: &str) -> Vec<String> {
         .collect()
 }
 
+/// Drops `running` (an ingest or push of dataset `d`) once its START event is stored, as a
+/// timed-out request or a stopping consumer does. Returns the run's event types after the
+/// ABORT event, which a spawned task writes, has arrived or 30 s have passed.
+async fn abort_once_started<T>(
+    h: &common::Harness,
+    running: tokio::task::JoinHandle<T>,
+) -> Vec<String> {
+    while event_types(h, "d").await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running.abort();
+    assert!(
+        running
+            .await
+            .err()
+            .is_some_and(|error| error.is_cancelled()),
+        "the run finished before it was dropped"
+    );
+
+    let mut types = Vec::new();
+    for _ in 0..300 {
+        types = event_types(h, "d").await;
+        if types.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    types
+}
+
 fn many_rows() -> Vec<u8> {
     let mut content = String::from("id,name\n");
     for index in 0..200_000 {
@@ -45,14 +75,7 @@ async fn shutdown_cancels_ingest() {
 
     assert!(matches!(error, IngestError::Cancelled), "{error}");
     assert!(error.to_string().contains("no version was stored"));
-    let dataset = h.dataset("d").await;
-    let versions = h
-        .service
-        .store()
-        .list_versions(&h.tenant, &dataset.id)
-        .await
-        .unwrap();
-    assert!(versions.is_empty());
+    assert!(h.versions("d").await.is_empty());
     assert_eq!(event_types(&h, "d").await, ["START", "ABORT"]);
 }
 
@@ -76,35 +99,12 @@ async fn dropped_request_aborts_ingest() {
         };
         service.ingest(&dataset, "p", input, "tester").await
     });
-    while event_types(&h, "d").await.is_empty() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    running.abort();
-    assert!(
-        running.await.unwrap_err().is_cancelled(),
-        "the ingest finished first"
-    );
+    let types = abort_once_started(&h, running).await;
 
-    // The ABORT event is written by a spawned task; wait for it.
-    let mut types = Vec::new();
-    for _ in 0..300 {
-        types = event_types(&h, "d").await;
-        if types.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(types, ["START", "ABORT"]);
     // Give a pass that ignored the flag time to store a version, then check there is none.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let dataset = h.dataset("d").await;
-    let versions = h
-        .service
-        .store()
-        .list_versions(&h.tenant, &dataset.id)
-        .await
-        .unwrap();
-    assert!(versions.is_empty());
+    assert!(h.versions("d").await.is_empty());
 }
 
 #[tokio::test]
@@ -125,34 +125,12 @@ async fn dropped_push_aborts_run() {
             .push(&dataset, "p", &body, PushFormat::Ndjson, "tester")
             .await
     });
-    while event_types(&h, "d").await.is_empty() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    running.abort();
-    assert!(
-        running.await.unwrap_err().is_cancelled(),
-        "the push finished first"
-    );
+    let types = abort_once_started(&h, running).await;
 
-    let mut types = Vec::new();
-    for _ in 0..300 {
-        types = event_types(&h, "d").await;
-        if types.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(types, ["START", "ABORT"]);
     // Give a pass that ignored the flag time to store a segment, then check there is none.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let dataset = h.dataset("d").await;
-    let versions = h
-        .service
-        .store()
-        .list_versions(&h.tenant, &dataset.id)
-        .await
-        .unwrap();
-    assert!(versions.is_empty());
+    assert!(h.versions("d").await.is_empty());
 }
 
 const LABELLED: &str = r#"

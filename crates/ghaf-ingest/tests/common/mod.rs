@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use ghaf_blob::{BlobConfig, BlobStore};
 use ghaf_core::{Name, PrincipalId, ProjectId, TenantId};
 use ghaf_ingest::{
-    Dataset, DatasetSchema, DatasetStore, IngestError, IngestInput, IngestOutcome, IngestService,
-    InputFormat, ReadOptions,
+    Dataset, DatasetSchema, DatasetStore, DatasetVersion, IngestError, IngestInput, IngestOutcome,
+    IngestService, InputFormat, ReadOptions,
 };
 use ghaf_meta::{Db, MetaStore, SqlMetaStore};
 
@@ -74,6 +74,16 @@ impl Harness {
             .get_dataset(&self.tenant, &self.project, name)
             .await
             .expect("dataset exists")
+    }
+
+    /// Returns the stored versions of the dataset named `name`.
+    pub async fn versions(&self, name: &str) -> Vec<DatasetVersion> {
+        let dataset = self.dataset(name).await;
+        self.service
+            .store()
+            .list_versions(&self.tenant, &dataset.id)
+            .await
+            .expect("list versions")
     }
 
     /// Writes `content` to a file named `file_name` in the harness directory.
