@@ -26,6 +26,7 @@
 mod config;
 pub mod conformance;
 mod digest;
+mod durable;
 mod error;
 mod staging;
 mod store;

@@ -9,6 +9,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::durable::SyncedDirs;
 use crate::{BlobConfig, BlobError, BlobRef, BlobStream, Sha256Digest};
 
 /// Part size of multipart uploads. S3 requires at least 5 MiB for every part but the last and
@@ -28,6 +29,8 @@ pub struct BlobStore {
     /// Root directory of a local backend, where `clean_staging` also removes the temporary
     /// files that `LocalFileSystem` hides from listings.
     pub(crate) local_root: Option<PathBuf>,
+    /// Directories of a local backend that are known to be synced.
+    pub(crate) synced: Arc<SyncedDirs>,
 }
 
 impl BlobStore {
@@ -97,6 +100,7 @@ impl BlobStore {
                     prefix,
                     part_size: DEFAULT_PART_SIZE,
                     local_root: None,
+                    synced: Arc::default(),
                 })
             }
         }
@@ -124,6 +128,7 @@ impl BlobStore {
             prefix: Path::default(),
             part_size: DEFAULT_PART_SIZE,
             local_root: Some(root.to_path_buf()),
+            synced: Arc::default(),
         })
     }
 
@@ -134,6 +139,7 @@ impl BlobStore {
             prefix: Path::from(prefix),
             part_size: DEFAULT_PART_SIZE,
             local_root: None,
+            synced: Arc::default(),
         }
     }
 
@@ -250,7 +256,11 @@ impl BlobStore {
     /// record of that tenant refers to it any more.
     pub async fn delete(&self, tenant: &TenantId, digest: &Sha256Digest) -> Result<(), BlobError> {
         let key = self.blob_key(tenant, digest)?;
-        match self.store.delete(&key).await {
+        // The local backend removes directories that the delete leaves empty.
+        self.synced.clear();
+        let deleted = self.store.delete(&key).await;
+        self.synced.clear();
+        match deleted {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                 tracing::debug!(tenant = %tenant, %digest, "deleted blob");
                 Ok(())

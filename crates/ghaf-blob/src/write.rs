@@ -11,6 +11,7 @@ use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
 
+use crate::durable::BeforeWrite;
 use crate::{BlobError, BlobRef, BlobStore, Sha256Digest};
 
 /// Maximum number of parts that one streamed upload sends at the same time. Together with the
@@ -66,6 +67,81 @@ impl BlobStore {
             Ok((read > 0).then(|| (buffer.freeze(), file)))
         });
         self.put_chunks(tenant, chunks, file_error).await
+    }
+
+    /// Stores the local file at `path` for `tenant` as the blob `blob`, whose digest and
+    /// size the caller computed while writing the file. On a local backend with `path` on
+    /// the same file system, the file is synced and renamed to its content address, so its
+    /// content is neither read nor copied again, and `path` is gone afterwards. Otherwise the
+    /// file is stored by [`BlobStore::put_file`], which hashes it itself, and stays.
+    ///
+    /// The caller vouches for the digest: it is not checked against the content here. A
+    /// size that differs from the file's fails before anything is stored.
+    pub async fn put_moved_file(
+        &self,
+        tenant: &TenantId,
+        path: &FsPath,
+        blob: BlobRef,
+    ) -> Result<BlobRef, BlobError> {
+        let key = self.blob_key(tenant, &blob.digest)?;
+        let (Some(root), Some(target)) = (self.local_root.clone(), self.local_path(&key)) else {
+            return self.put_file(tenant, path).await;
+        };
+        let Some(before) = self.before_write(&key).await? else {
+            return self.put_file(tenant, path).await;
+        };
+        let source = path.to_path_buf();
+        let synced = self.synced.clone();
+        let moved = tokio::task::spawn_blocking(move || {
+            let file_error = |source_error| BlobError::ReadFile {
+                path: source.clone(),
+                source: source_error,
+            };
+            let file = std::fs::File::open(&source).map_err(file_error)?;
+            let size = file.metadata().map_err(file_error)?.len();
+            if size != blob.size {
+                return Err(file_error(io::Error::other(format!(
+                    "the file has {size} bytes, but the caller gave {} for digest {}",
+                    blob.size, blob.digest
+                ))));
+            }
+            // The content is durable before its name appears under the content address.
+            file.sync_all().map_err(|error| BlobError::Sync {
+                path: source.clone(),
+                source: error,
+            })?;
+            drop(file);
+            let parent = target.parent().unwrap_or(&root);
+            std::fs::create_dir_all(parent)?;
+            match std::fs::rename(&source, &target) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::CrossesDevices => return Ok(false),
+                Err(error) => {
+                    return Err(BlobError::Io(io::Error::new(
+                        error.kind(),
+                        format!(
+                            "renaming {} to {} failed: {error}",
+                            source.display(),
+                            target.display()
+                        ),
+                    )));
+                }
+            }
+            synced.sync(&root, &target, &before)?;
+            Ok(true)
+        })
+        .await
+        .map_err(|error| BlobError::Io(io::Error::other(error)))??;
+        if !moved {
+            return self.put_file(tenant, path).await;
+        }
+        tracing::debug!(
+            tenant = %tenant,
+            digest = %blob.digest,
+            size = blob.size,
+            "stored blob by renaming its file"
+        );
+        Ok(blob)
     }
 
     async fn put_chunks<S>(
@@ -152,13 +228,14 @@ impl BlobStore {
             size,
         };
         let key = self.blob_key(tenant, &blob.digest)?;
+        let before = self.before_write(&key).await?;
         // An existing object under `key` has the same content, so replacing it is harmless and
         // repairs it if it was corrupted.
         if let Err(error) = self.store.rename(&staging_key, &key).await {
             self.delete_staging(&staging_key).await;
             return Err(error.into());
         }
-        self.sync_local(&key).await?;
+        self.sync_local(&key, before).await?;
 
         tracing::debug!(tenant = %tenant, digest = %blob.digest, size, "stored blob");
         Ok(blob)
@@ -173,22 +250,47 @@ impl BlobStore {
         payload: PutPayload,
     ) -> Result<BlobRef, BlobError> {
         let key = self.blob_key(tenant, &blob.digest)?;
+        let before = self.before_write(&key).await?;
         self.store.put(&key, payload).await?;
-        self.sync_local(&key).await?;
+        self.sync_local(&key, before).await?;
         tracing::debug!(tenant = %tenant, digest = %blob.digest, size = blob.size, "stored blob");
         Ok(blob)
     }
 
-    /// Flushes the blob at `key` to disk on a local backend. It syncs the file's content, then
-    /// each directory from the file's own up to the root, so a new directory entry survives a
-    /// crash too. `object_store`'s local backend writes and renames without syncing, and a
-    /// caller commits metadata that names the blob once this returns. On other backends the
-    /// server's acknowledgement of the write is relied on, and nothing is done.
-    async fn sync_local(&self, key: &object_store::path::Path) -> Result<(), BlobError> {
+    /// Notes, on a local backend, which directories on the path of `key` are known to be
+    /// synced before the blob is written there.
+    async fn before_write(
+        &self,
+        key: &object_store::path::Path,
+    ) -> Result<Option<BeforeWrite>, BlobError> {
         let (Some(root), Some(file)) = (self.local_root.clone(), self.local_path(key)) else {
+            return Ok(None);
+        };
+        let synced = self.synced.clone();
+        let before = tokio::task::spawn_blocking(move || synced.before_write(&root, &file))
+            .await
+            .map_err(|error| BlobError::Io(io::Error::other(error)))?;
+        Ok(Some(before))
+    }
+
+    /// Flushes the blob at `key` to disk on a local backend: the file's content, then its
+    /// directory and the directories above it that it may have created, so a new directory
+    /// entry survives a crash too (see [`crate::durable`]). `object_store`'s local backend
+    /// writes and renames without syncing, and a caller commits metadata that names the blob
+    /// once this returns. On other backends the server's acknowledgement of the write is
+    /// relied on, and nothing is done.
+    async fn sync_local(
+        &self,
+        key: &object_store::path::Path,
+        before: Option<BeforeWrite>,
+    ) -> Result<(), BlobError> {
+        let (Some(root), Some(file), Some(before)) =
+            (self.local_root.clone(), self.local_path(key), before)
+        else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || sync_file_and_parents(&root, &file))
+        let synced = self.synced.clone();
+        tokio::task::spawn_blocking(move || synced.sync(&root, &file, &before))
             .await
             .map_err(|error| BlobError::Io(io::Error::other(error)))?
     }
@@ -205,25 +307,6 @@ impl BlobStore {
             ),
         }
     }
-}
-
-/// Syncs `file`, then every directory from its parent up to and including `root`.
-fn sync_file_and_parents(root: &FsPath, file: &FsPath) -> Result<(), BlobError> {
-    let sync = |path: &FsPath| {
-        std::fs::File::open(path)
-            .and_then(|opened| opened.sync_all())
-            .map_err(|source| BlobError::Sync {
-                path: path.to_path_buf(),
-                source,
-            })
-    };
-    sync(file)?;
-    let mut directory = file.parent();
-    while let Some(current) = directory.filter(|dir| dir.starts_with(root)) {
-        sync(current)?;
-        directory = current.parent();
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -253,30 +336,6 @@ mod tests {
         assert_send(&store.clean_staging(std::time::Duration::ZERO));
     }
 
-    #[test]
-    fn sync_covers_file_and_directories() {
-        let root = tempfile::tempdir().unwrap();
-        let directory = root.path().join("tenants/acme");
-        std::fs::create_dir_all(&directory).unwrap();
-        let file = directory.join("blob");
-        std::fs::write(&file, b"content").unwrap();
-
-        sync_file_and_parents(root.path(), &file).unwrap();
-    }
-
-    #[test]
-    fn sync_missing_file_names_it() {
-        let root = tempfile::tempdir().unwrap();
-        let missing = root.path().join("tenants/acme/blob");
-
-        let error = sync_file_and_parents(root.path(), &missing).unwrap_err();
-
-        assert!(
-            matches!(&error, BlobError::Sync { path, .. } if path == &missing),
-            "{error}"
-        );
-    }
-
     /// Both write paths of a local store, one request and a multipart upload, end synced and
     /// readable.
     #[tokio::test]
@@ -299,5 +358,98 @@ mod tests {
             assert_eq!(std::fs::read(&file).unwrap(), content);
             assert_eq!(store.get(&tenant, &blob.digest).await.unwrap(), content);
         }
+    }
+
+    /// A delete clears the synced directories, because the local backend removes the
+    /// directories it leaves empty. The next put syncs its whole path again.
+    #[tokio::test]
+    async fn delete_resyncs_whole_path() {
+        let root = tempfile::tempdir().unwrap();
+        let config = crate::BlobConfig::Local {
+            root: root.path().to_path_buf(),
+        };
+        let store = BlobStore::from_config(&config).unwrap();
+        let tenant = TenantId::from_stored("acme");
+
+        let blob = store
+            .put_bytes(&tenant, Bytes::from_static(b"first"))
+            .await
+            .unwrap();
+        // The shard directory, sha256, the tenant, tenants and the root.
+        assert_eq!(store.synced.len(), 5);
+        store.delete(&tenant, &blob.digest).await.unwrap();
+        assert_eq!(store.synced.len(), 0);
+
+        let again = store
+            .put_bytes(&tenant, Bytes::from_static(b"first"))
+            .await
+            .unwrap();
+        assert_eq!(store.synced.len(), 5);
+        assert_eq!(store.get(&tenant, &again.digest).await.unwrap(), "first");
+    }
+
+    /// On a local backend the file is moved into the store; elsewhere it is copied and
+    /// stays. Either way the blob reads back with the given digest.
+    #[tokio::test]
+    async fn put_moved_file_moves_or_copies() {
+        let root = tempfile::tempdir().unwrap();
+        let config = crate::BlobConfig::Local {
+            root: root.path().join("blobs"),
+        };
+        let local = BlobStore::from_config(&config).unwrap();
+        let memory = BlobStore::from_object_store(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            "",
+        );
+        let tenant = TenantId::from_stored("acme");
+        let content = b"staged parquet bytes".to_vec();
+        let blob = BlobRef {
+            digest: Sha256Digest::of(&content),
+            size: content.len() as u64,
+        };
+
+        let staged = root.path().join("staged");
+        std::fs::write(&staged, &content).unwrap();
+        let stored = local.put_moved_file(&tenant, &staged, blob).await.unwrap();
+        assert_eq!(stored, blob);
+        assert!(!staged.exists(), "the local store moves the file");
+        assert_eq!(local.get(&tenant, &blob.digest).await.unwrap(), content);
+        assert_eq!(local.synced.len(), 5);
+
+        std::fs::write(&staged, &content).unwrap();
+        let stored = memory.put_moved_file(&tenant, &staged, blob).await.unwrap();
+        assert_eq!(stored, blob);
+        assert!(staged.exists(), "other backends copy the file");
+        assert_eq!(memory.get(&tenant, &blob.digest).await.unwrap(), content);
+    }
+
+    /// A size that differs from the file's fails and leaves the file where it was.
+    #[tokio::test]
+    async fn put_moved_file_checks_size() {
+        let root = tempfile::tempdir().unwrap();
+        let config = crate::BlobConfig::Local {
+            root: root.path().join("blobs"),
+        };
+        let store = BlobStore::from_config(&config).unwrap();
+        let tenant = TenantId::from_stored("acme");
+        let staged = root.path().join("staged");
+        std::fs::write(&staged, b"four").unwrap();
+        let blob = BlobRef {
+            digest: Sha256Digest::of(b"four"),
+            size: 5,
+        };
+
+        let error = store
+            .put_moved_file(&tenant, &staged, blob)
+            .await
+            .unwrap_err();
+
+        assert!(
+            matches!(&error, BlobError::ReadFile { path, .. } if *path == staged),
+            "{error}"
+        );
+        assert!(error.to_string().contains("4 bytes"), "{error}");
+        assert!(staged.exists());
+        assert_eq!(store.head(&tenant, &blob.digest).await.unwrap(), None);
     }
 }

@@ -2,7 +2,7 @@
 //! versions, builds point-in-time training sets, materialises views into the online store
 //! and serves online reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -215,6 +215,44 @@ struct ViewGroup {
     features: Vec<(usize, String)>,
 }
 
+/// A request's reference to the gate of one table being loaded. Dropping it, also when the
+/// request is cancelled, removes the gate once no other request uses it. A later request
+/// then finds the table in memory or creates a new gate.
+struct LoadGate<'a> {
+    loading: &'a Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
+    key: &'a CacheKey,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> LoadGate<'a> {
+    fn enter(
+        loading: &'a Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
+        key: &'a CacheKey,
+    ) -> Self {
+        let gate = loading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        LoadGate { loading, key, gate }
+    }
+}
+
+impl Drop for LoadGate<'_> {
+    fn drop(&mut self) {
+        let mut loading = self
+            .loading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Clones are only made under this lock, so a count of two (the map's and this
+        // one) means no other request uses the gate.
+        if Arc::strong_count(&self.gate) == 2 {
+            loading.remove(self.key);
+        }
+    }
+}
+
 /// The feature store of all tenants, on one metadata database, ingest service and online
 /// store.
 pub struct FeatureStore {
@@ -222,6 +260,9 @@ pub struct FeatureStore {
     ingest: IngestService,
     online: Arc<dyn OnlineStore>,
     cache: Mutex<Vec<(CacheKey, Arc<LoadedView>)>>,
+    /// One lock per table being loaded, so concurrent requests for the same view version
+    /// compute or read its table once and the others wait for it.
+    loading: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Views and services resolved by online reads; emptied by [`FeatureStore::apply`].
     definitions: DefinitionCache,
     /// Feature tables persisted on disk across restarts; `None` keeps them in memory only.
@@ -253,6 +294,7 @@ impl FeatureStore {
             ingest,
             online,
             cache: Mutex::new(Vec::new()),
+            loading: Mutex::new(HashMap::new()),
             definitions: DefinitionCache::default(),
             tables: None,
         }
@@ -584,7 +626,34 @@ impl FeatureStore {
         if let Some(found) = self.cached(&key) {
             return Ok(found);
         }
+        let gate = LoadGate::enter(&self.loading, &key);
+        let _loading = gate.gate.lock().await;
+        // The request that held the gate before may have loaded the table.
+        if let Some(found) = self.cached(&key) {
+            return Ok(found);
+        }
+        self.load_table(
+            tenant,
+            project,
+            &stored,
+            dataset,
+            &dataset_version,
+            key.clone(),
+        )
+        .await
+    }
 
+    /// Loads a view version's table from the table cache directory, else computes it, and
+    /// keeps it in memory.
+    async fn load_table(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        stored: &StoredView,
+        dataset: ghaf_ingest::Dataset,
+        dataset_version: &DatasetVersion,
+        key: CacheKey,
+    ) -> Result<Arc<LoadedView>, FeatureError> {
         let started = std::time::Instant::now();
         let entities = stored.entities(&self.db.list_entities(tenant, project).await?);
         let table_key = TableKey::new(
@@ -597,7 +666,7 @@ impl FeatureStore {
         );
         let persisted = match &self.tables {
             Some(tables) => {
-                self.load_persisted(tables, &table_key, &stored, &entities)
+                self.load_persisted(tables, &table_key, stored, &entities)
                     .await
             }
             None => None,
@@ -606,7 +675,7 @@ impl FeatureStore {
             Some((view, table)) => (view, table, "table cache"),
             None => {
                 let (view, table) = self
-                    .compute_table(tenant, &dataset_version, &stored, &entities, &table_key)
+                    .compute_table(tenant, dataset_version, stored, &entities, &table_key)
                     .await?;
                 (view, table, "dataset version")
             }
@@ -833,37 +902,45 @@ impl FeatureStore {
         actor: &str,
     ) -> Result<TrainingSetOutcome, FeatureError> {
         let started = std::time::Instant::now();
-        let (entities, origin) = match request.entities {
-            EntitySource::Dataset { name, version } => {
-                let dataset = self
-                    .ingest
-                    .store()
-                    .get_dataset(tenant, project, &name)
-                    .await?;
-                let stored = match version {
-                    Some(number) => {
-                        self.ingest
-                            .store()
-                            .get_version(tenant, &dataset.id, number)
-                            .await?
-                    }
-                    None => self
+        // The entity table and the views' tables are read at the same time; the join below
+        // then finds the tables in memory.
+        let entities = async {
+            match request.entities {
+                EntitySource::Dataset { name, version } => {
+                    let dataset = self
                         .ingest
                         .store()
-                        .list_versions(tenant, &dataset.id)
-                        .await?
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| FeatureError::NotFound {
-                            what: "dataset version",
-                            name: format!("{name} (the dataset has no versions)"),
-                        })?,
-                };
-                let batch = self.read_version(tenant, &stored).await?;
-                (batch, format!("{name}@v{}", stored.version))
+                        .get_dataset(tenant, project, &name)
+                        .await?;
+                    let stored = match version {
+                        Some(number) => {
+                            self.ingest
+                                .store()
+                                .get_version(tenant, &dataset.id, number)
+                                .await?
+                        }
+                        None => self
+                            .ingest
+                            .store()
+                            .list_versions(tenant, &dataset.id)
+                            .await?
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| FeatureError::NotFound {
+                                what: "dataset version",
+                                name: format!("{name} (the dataset has no versions)"),
+                            })?,
+                    };
+                    let batch = self.read_version(tenant, &stored).await?;
+                    Ok::<_, FeatureError>((batch, format!("{name}@v{}", stored.version)))
+                }
+                EntitySource::Rows { batch, origin } => Ok((batch, origin)),
             }
-            EntitySource::Rows { batch, origin } => (batch, origin),
         };
+        let ((entities, origin), ()) = tokio::try_join!(
+            entities,
+            self.load_views(tenant, project, &request.selection)
+        )?;
         let entities_read = started.elapsed();
         let batch = self
             .join(
@@ -902,7 +979,7 @@ impl FeatureStore {
             dataset = %request.output_dataset,
             version = version.version,
             rows,
-            entities_ms = entities_read.as_millis() as u64,
+            read_ms = entities_read.as_millis() as u64,
             join_ms = (joined - entities_read).as_millis() as u64,
             store_ms = (started.elapsed() - joined).as_millis() as u64,
             "stored training set"
@@ -914,6 +991,21 @@ impl FeatureStore {
             columns,
             rows,
         })
+    }
+
+    /// Loads the table of every view version in `selection` into memory.
+    async fn load_views(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        selection: &FeatureSelection,
+    ) -> Result<(), FeatureError> {
+        let (groups, _) = self.resolve_selection(tenant, project, selection).await?;
+        for group in &groups {
+            self.load_view(tenant, project, &group.view, group.version)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Joins the selected features to `entities` and returns the batch with the lineage of

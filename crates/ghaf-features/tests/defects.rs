@@ -1,7 +1,8 @@
 //! Regression tests of fixed feature-store defects: untyped NULL in boolean expressions,
 //! null entity keys in online reads, pushed rows with a null event time, entity
-//! descriptions on re-apply, in-place updates of an old view version, and the join keys
-//! and creator name stored with each view version. On SQLite and on PostgreSQL.
+//! descriptions on re-apply, in-place updates of an old view version, concurrent loads of
+//! one feature table, and the join keys and creator name stored with each view version. On
+//! SQLite and on PostgreSQL.
 
 mod common;
 
@@ -398,6 +399,36 @@ async fn versions_keep_their_join_keys(h: &common::Harness) {
     assert_eq!(loaded.view.keys[0].column, "driver_id");
 }
 
+/// Two requests for a view version whose table is not in memory wait for one load and
+/// share its result, instead of each computing the table.
+async fn concurrent_loads_share_one_table(h: &common::Harness) {
+    let definitions = Definitions::from_yaml(
+        "feature_views:\n  - name: shared\n    entities: [driver]\n    source: {dataset: stats}\n    \
+         event_time: event_timestamp\n    features:\n      - {name: trips}\n",
+    )
+    .unwrap();
+    let plan = h
+        .store
+        .plan(&h.tenant, &h.project, &definitions)
+        .await
+        .unwrap();
+    h.store
+        .apply(&h.tenant, &h.project, &plan, "tester")
+        .await
+        .unwrap();
+
+    let (first, second) = tokio::join!(
+        h.store.load_view(&h.tenant, &h.project, "shared", None),
+        h.store.load_view(&h.tenant, &h.project, "shared", None),
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &second),
+        "the second request computed the table again"
+    );
+    assert_eq!(first.table.row_count(), 2);
+}
+
 async fn run_all(h: common::Harness) {
     let definitions = setup(&h).await;
     untyped_null_in_boolean_expression(&h).await;
@@ -405,6 +436,7 @@ async fn run_all(h: common::Harness) {
     pushed_rows_without_event_time_are_reported(&h).await;
     entity_description_is_kept(&h, &definitions).await;
     stale_in_place_update_conflicts(&h, &definitions).await;
+    concurrent_loads_share_one_table(&h).await;
     versions_keep_their_join_keys(&h).await;
     h.finish().await;
 }

@@ -11,11 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use ghaf_blob::{BlobRef, Sha256Digest};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::IngestError;
 use crate::profile::{Profile, Profiler};
@@ -75,6 +77,8 @@ pub(crate) struct PassOutput {
     pub report: IngestReport,
     pub profile: Profile,
     pub parquet: tempfile::TempPath,
+    /// Digest and size of the Parquet file, computed while it was written.
+    pub parquet_blob: BlobRef,
     pub quarantine: Option<tempfile::TempPath>,
     /// Input row numbers of the accepted rows, in input order.
     pub accepted_rows: Vec<u64>,
@@ -198,7 +202,7 @@ pub(crate) fn run_pass(
         .map_err(staging_error(staging_dir))?;
     let (parquet_handle, parquet_path) = parquet_file.into_parts();
     let writer = ArrowWriter::try_new(
-        parquet_handle,
+        HashingWriter::new(parquet_handle),
         schema.arrow_schema(),
         Some(writer_properties(
             settings.encoding,
@@ -237,13 +241,13 @@ pub(crate) fn run_pass(
         // closed channel.
         let file = written?;
         let checked = checked?;
-        // No fsync here: the staging file is copied into the blob store, which syncs the
-        // stored blob, and then deleted.
-        drop(file);
+        // No fsync here: the blob store syncs the file when it stores it.
+        let parquet_blob = file.finish();
         Ok(PassOutput {
             report: checked.report,
             profile: checked.profile,
             parquet: parquet_path,
+            parquet_blob,
             quarantine: checked.quarantine,
             accepted_rows: checked.accepted_rows,
         })
@@ -252,13 +256,52 @@ pub(crate) fn run_pass(
 
 /// Encodes accepted batches into the Parquet staging file until the channel closes.
 fn write_parquet(
-    mut writer: ArrowWriter<File>,
+    mut writer: ArrowWriter<HashingWriter>,
     batches: &std::sync::mpsc::Receiver<RecordBatch>,
-) -> Result<File, IngestError> {
+) -> Result<HashingWriter, IngestError> {
     for batch in batches {
         writer.write(&batch)?;
     }
     Ok(writer.into_inner()?)
+}
+
+/// A file writer that hashes what it writes, so the staging file's content address is
+/// known when the pass ends without reading the file again.
+pub(crate) struct HashingWriter {
+    file: File,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl HashingWriter {
+    fn new(file: File) -> Self {
+        HashingWriter {
+            file,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// Closes the file and returns the digest and size of everything written.
+    fn finish(self) -> BlobRef {
+        BlobRef {
+            digest: Sha256Digest::from_bytes(self.hasher.finalize().into()),
+            size: self.size,
+        }
+    }
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        self.size += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Results of the checks of one pass; the Parquet file is written beside them.

@@ -406,7 +406,7 @@ impl IngestService {
         if pass.report.rows_accepted > 0 {
             let content = self
                 .blobs()
-                .put_file(&dataset.tenant, &pass.parquet)
+                .put_moved_file(&dataset.tenant, &pass.parquet, pass.parquet_blob)
                 .await?;
             let keys: Vec<String> = pass
                 .accepted_rows

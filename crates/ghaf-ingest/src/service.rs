@@ -548,7 +548,10 @@ impl IngestService {
             });
         }
 
-        let content = self.blobs.put_file(tenant, &pass.parquet).await?;
+        let content = self
+            .blobs
+            .put_moved_file(tenant, &pass.parquet, pass.parquet_blob)
+            .await?;
         if cancel.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed) {
             return Err(IngestError::Cancelled);
         }
