@@ -10,11 +10,12 @@
 //! The local backend removes directories that a delete leaves empty, and a later put creates
 //! them again. Every delete through [`crate::BlobStore`] therefore clears the set and bumps
 //! its generation. A put trusts the set only when the generation it read before writing is
-//! unchanged and the directory existed before it wrote. The second check covers directories
-//! that another process removed and created again.
+//! unchanged after the write, and only for directories that existed before it wrote. The
+//! second check covers directories that another process removed.
 //!
-//! NOTE: a directory that another process removes and creates again between this check and
-//! this put's write is still trusted. A crash in that window can lose the new entry.
+//! NOTE: a directory that another process removes and creates again, before the check or
+//! between the check and this put's write, is still trusted. A crash right after can lose
+//! the new directory's entry.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -78,27 +79,31 @@ impl SyncedDirs {
     }
 
     /// Syncs `file`, its parent, and each further directory up to `root` until one that was
-    /// known to be synced before the write.
+    /// known to be synced before the write, and returns how many directories it synced.
     pub(crate) fn sync(
         &self,
         root: &Path,
         file: &Path,
         before: &BeforeWrite,
-    ) -> Result<(), BlobError> {
+    ) -> Result<usize, BlobError> {
+        // A delete that overlapped the write may have removed known directories, which the
+        // write then created again, so none of them is trusted.
+        let trusted = self.lock().generation == before.generation;
         sync_path(file)?;
         let mut synced = Vec::new();
         for dir in ancestors(root, file) {
             sync_path(dir)?;
             synced.push(dir.to_path_buf());
-            if before.existing.contains(dir) {
+            if trusted && before.existing.contains(dir) {
                 break;
             }
         }
+        let count = synced.len();
         let mut state = self.lock();
         if state.generation == before.generation {
             state.dirs.extend(synced);
         }
-        Ok(())
+        Ok(count)
     }
 
     #[cfg(test)]
@@ -141,15 +146,15 @@ mod tests {
         let before = dirs.before_write(root, &first);
         assert!(before.existing.is_empty());
         write(&first);
-        dirs.sync(root, &first, &before).unwrap();
         // ab, sha256, t, tenants and the root itself.
+        assert_eq!(dirs.sync(root, &first, &before).unwrap(), 5);
         assert_eq!(dirs.len(), 5);
 
         let second = root.join("tenants/t/sha256/ab/ab02");
         let before = dirs.before_write(root, &second);
         assert_eq!(before.existing.len(), 5);
         write(&second);
-        dirs.sync(root, &second, &before).unwrap();
+        assert_eq!(dirs.sync(root, &second, &before).unwrap(), 1);
         assert_eq!(dirs.len(), 5);
 
         let other_shard = root.join("tenants/t/sha256/cd/cd01");
@@ -157,7 +162,7 @@ mod tests {
         assert!(!before.existing.contains(&root.join("tenants/t/sha256/cd")));
         assert!(before.existing.contains(&root.join("tenants/t/sha256")));
         write(&other_shard);
-        dirs.sync(root, &other_shard, &before).unwrap();
+        assert_eq!(dirs.sync(root, &other_shard, &before).unwrap(), 2);
         assert_eq!(dirs.len(), 6);
     }
 
@@ -175,7 +180,30 @@ mod tests {
     }
 
     #[test]
-    fn before_write_skips_recreated_directory() {
+    fn sync_after_overlapping_delete_walks_to_root() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let dirs = SyncedDirs::default();
+        let first = root.join("tenants/t/sha256/ab/ab01");
+        let before = dirs.before_write(root, &first);
+        write(&first);
+        assert_eq!(dirs.sync(root, &first, &before).unwrap(), 5);
+
+        // A delete removes the shard while the next put writes, which creates it again.
+        let second = root.join("tenants/t/sha256/ab/ab02");
+        let before = dirs.before_write(root, &second);
+        assert_eq!(before.existing.len(), 5);
+        dirs.clear();
+        std::fs::remove_dir_all(root.join("tenants")).unwrap();
+        dirs.clear();
+        write(&second);
+
+        assert_eq!(dirs.sync(root, &second, &before).unwrap(), 5);
+        assert_eq!(dirs.len(), 0);
+    }
+
+    #[test]
+    fn before_write_skips_removed_directory() {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
         let dirs = SyncedDirs::default();

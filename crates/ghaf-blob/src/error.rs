@@ -56,10 +56,22 @@ pub enum BlobError {
 
     /// Flushing a stored blob, or a directory above it, to disk failed on a local backend.
     #[error(
-        "syncing {path} to disk failed: {source}; the blob may not survive a crash, so check          the disk and its free space, then upload the content again"
+        "syncing {path} to disk failed: {source}; the blob may not survive a crash, so check \
+         the disk and its free space, then upload the content again"
     )]
     Sync {
         path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// Moving a local file to its content address failed on a local backend.
+    #[error(
+        "moving {from} to {to} failed: {source}; check the permissions and free space of the \
+         blob root directory"
+    )]
+    Move {
+        from: PathBuf,
+        to: PathBuf,
         source: std::io::Error,
     },
 }
@@ -75,7 +87,9 @@ impl BlobError {
             }
             Self::Backend(object_store::Error::NotFound { .. }) => ErrorCode::NotFound,
             Self::Backend(_) => ErrorCode::Unavailable,
-            Self::Io(_) | Self::ReadFile { .. } | Self::Sync { .. } => ErrorCode::Internal,
+            Self::Io(_) | Self::ReadFile { .. } | Self::Sync { .. } | Self::Move { .. } => {
+                ErrorCode::Internal
+            }
         }
     }
 }

@@ -72,11 +72,12 @@ impl BlobStore {
     /// Stores the local file at `path` for `tenant` as the blob `blob`, whose digest and
     /// size the caller computed while writing the file. On a local backend with `path` on
     /// the same file system, the file is synced and renamed to its content address, so its
-    /// content is neither read nor copied again, and `path` is gone afterwards. Otherwise the
-    /// file is stored by [`BlobStore::put_file`], which hashes it itself, and stays.
+    /// content is neither read nor copied again, and `path` is gone afterwards. There the
+    /// digest is not checked against the content, and a size that differs from the file's
+    /// fails before anything is stored.
     ///
-    /// The caller vouches for the digest: it is not checked against the content here. A
-    /// size that differs from the file's fails before anything is stored.
+    /// Otherwise the file is stored by [`BlobStore::put_file`], which hashes it and stays,
+    /// and a digest or size that differs from the caller's fails after the upload.
     pub async fn put_moved_file(
         &self,
         tenant: &TenantId,
@@ -85,10 +86,10 @@ impl BlobStore {
     ) -> Result<BlobRef, BlobError> {
         let key = self.blob_key(tenant, &blob.digest)?;
         let (Some(root), Some(target)) = (self.local_root.clone(), self.local_path(&key)) else {
-            return self.put_file(tenant, path).await;
+            return self.put_copied_file(tenant, path, blob).await;
         };
         let Some(before) = self.before_write(&key).await? else {
-            return self.put_file(tenant, path).await;
+            return self.put_copied_file(tenant, path, blob).await;
         };
         let source = path.to_path_buf();
         let synced = self.synced.clone();
@@ -111,21 +112,8 @@ impl BlobStore {
                 source: error,
             })?;
             drop(file);
-            let parent = target.parent().unwrap_or(&root);
-            std::fs::create_dir_all(parent)?;
-            match std::fs::rename(&source, &target) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::CrossesDevices => return Ok(false),
-                Err(error) => {
-                    return Err(BlobError::Io(io::Error::new(
-                        error.kind(),
-                        format!(
-                            "renaming {} to {} failed: {error}",
-                            source.display(),
-                            target.display()
-                        ),
-                    )));
-                }
+            if !move_into_place(&source, &target)? {
+                return Ok(false);
             }
             synced.sync(&root, &target, &before)?;
             Ok(true)
@@ -133,7 +121,7 @@ impl BlobStore {
         .await
         .map_err(|error| BlobError::Io(io::Error::other(error)))??;
         if !moved {
-            return self.put_file(tenant, path).await;
+            return self.put_copied_file(tenant, path, blob).await;
         }
         tracing::debug!(
             tenant = %tenant,
@@ -142,6 +130,28 @@ impl BlobStore {
             "stored blob by renaming its file"
         );
         Ok(blob)
+    }
+
+    /// Stores the file at `path` by [`BlobStore::put_file`] and checks the result against the
+    /// digest and size that the caller computed.
+    async fn put_copied_file(
+        &self,
+        tenant: &TenantId,
+        path: &FsPath,
+        blob: BlobRef,
+    ) -> Result<BlobRef, BlobError> {
+        let stored = self.put_file(tenant, path).await?;
+        if stored != blob {
+            return Err(BlobError::ReadFile {
+                path: path.to_path_buf(),
+                source: io::Error::other(format!(
+                    "the file has {} bytes with SHA-256 {}, but the caller gave {} bytes with \
+                     SHA-256 {}; the file changed after it was written",
+                    stored.size, stored.digest, blob.size, blob.digest
+                )),
+            });
+        }
+        Ok(stored)
     }
 
     async fn put_chunks<S>(
@@ -292,7 +302,8 @@ impl BlobStore {
         let synced = self.synced.clone();
         tokio::task::spawn_blocking(move || synced.sync(&root, &file, &before))
             .await
-            .map_err(|error| BlobError::Io(io::Error::other(error)))?
+            .map_err(|error| BlobError::Io(io::Error::other(error)))??;
+        Ok(())
     }
 
     /// Deletes a staging object after a failed upload. Failures are only logged, because
@@ -305,6 +316,31 @@ impl BlobStore {
                 %error,
                 "deleting the staging object of a failed upload failed"
             ),
+        }
+    }
+}
+
+/// Renames `source` to `target`, creating `target`'s directory. Returns `false` when the two
+/// are on different file systems, so the caller copies instead.
+fn move_into_place(source: &FsPath, target: &FsPath) -> Result<bool, BlobError> {
+    let move_error = |error| BlobError::Move {
+        from: source.to_path_buf(),
+        to: target.to_path_buf(),
+        source: error,
+    };
+    let parent = target.parent().unwrap_or(target);
+    // A concurrent delete can remove the new, still empty directory before the rename, as
+    // the local backend removes empty directories, so a few attempts are made.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        std::fs::create_dir_all(parent).map_err(move_error)?;
+        match std::fs::rename(source, target) {
+            Ok(()) => return Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::CrossesDevices => return Ok(false),
+            Err(error)
+                if error.kind() == io::ErrorKind::NotFound && attempts < 3 && source.exists() => {}
+            Err(error) => return Err(move_error(error)),
         }
     }
 }
@@ -451,5 +487,34 @@ mod tests {
         assert!(error.to_string().contains("4 bytes"), "{error}");
         assert!(staged.exists());
         assert_eq!(store.head(&tenant, &blob.digest).await.unwrap(), None);
+    }
+
+    /// A backend that copies the file checks the caller's digest against the content.
+    #[tokio::test]
+    async fn put_moved_file_rejects_wrong_digest_on_copy() {
+        let root = tempfile::tempdir().unwrap();
+        let memory = BlobStore::from_object_store(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            "",
+        );
+        let tenant = TenantId::from_stored("acme");
+        let staged = root.path().join("staged");
+        std::fs::write(&staged, b"four").unwrap();
+        let blob = BlobRef {
+            digest: Sha256Digest::of(b"five"),
+            size: 4,
+        };
+
+        let error = memory
+            .put_moved_file(&tenant, &staged, blob)
+            .await
+            .unwrap_err();
+
+        assert!(
+            matches!(&error, BlobError::ReadFile { path, .. } if *path == staged),
+            "{error}"
+        );
+        assert!(error.to_string().contains("changed after"), "{error}");
+        assert!(staged.exists());
     }
 }

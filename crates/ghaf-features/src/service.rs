@@ -221,7 +221,7 @@ struct ViewGroup {
 struct LoadGate<'a> {
     loading: &'a Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
     key: &'a CacheKey,
-    gate: Arc<tokio::sync::Mutex<()>>,
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl<'a> LoadGate<'a> {
@@ -235,7 +235,15 @@ impl<'a> LoadGate<'a> {
             .entry(key.clone())
             .or_default()
             .clone();
-        LoadGate { loading, key, gate }
+        LoadGate {
+            loading,
+            key,
+            gate: Some(gate),
+        }
+    }
+
+    fn gate(&self) -> &tokio::sync::Mutex<()> {
+        self.gate.as_deref().expect("the gate is held until drop")
     }
 }
 
@@ -245,9 +253,13 @@ impl Drop for LoadGate<'_> {
             .loading
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Clones are only made under this lock, so a count of two (the map's and this
-        // one) means no other request uses the gate.
-        if Arc::strong_count(&self.gate) == 2 {
+        // References are only made and dropped under this lock, so the map's own one being
+        // the last means no other request uses the gate.
+        drop(self.gate.take());
+        if loading
+            .get(self.key)
+            .is_some_and(|gate| Arc::strong_count(gate) == 1)
+        {
             loading.remove(self.key);
         }
     }
@@ -627,7 +639,7 @@ impl FeatureStore {
             return Ok(found);
         }
         let gate = LoadGate::enter(&self.loading, &key);
-        let _loading = gate.gate.lock().await;
+        let _loading = gate.gate().lock().await;
         // The request that held the gate before may have loaded the table.
         if let Some(found) = self.cached(&key) {
             return Ok(found);
@@ -902,8 +914,7 @@ impl FeatureStore {
         actor: &str,
     ) -> Result<TrainingSetOutcome, FeatureError> {
         let started = std::time::Instant::now();
-        // The entity table and the views' tables are read at the same time; the join below
-        // then finds the tables in memory.
+        // The entity table and the views' tables are read at the same time.
         let entities = async {
             match request.entities {
                 EntitySource::Dataset { name, version } => {
@@ -937,22 +948,18 @@ impl FeatureStore {
                 EntitySource::Rows { batch, origin } => Ok((batch, origin)),
             }
         };
-        let ((entities, origin), ()) = tokio::try_join!(
+        let ((entities, origin), (groups, loaded)) = tokio::try_join!(
             entities,
             self.load_views(tenant, project, &request.selection)
         )?;
-        let entities_read = started.elapsed();
-        let batch = self
-            .join(
-                tenant,
-                project,
-                &entities,
-                &request.selection,
-                request.timestamp_column.as_deref(),
-                request.full_feature_names,
-            )
-            .await?;
-        let (batch, views) = batch;
+        let read = started.elapsed();
+        let (batch, views) = Self::join_loaded(
+            &entities,
+            &groups,
+            &loaded,
+            request.timestamp_column.as_deref(),
+            request.full_feature_names,
+        )?;
         let source = format!("training-set:entities={origin};views={}", views.join(","));
         let columns: Vec<String> = batch
             .schema()
@@ -979,8 +986,8 @@ impl FeatureStore {
             dataset = %request.output_dataset,
             version = version.version,
             rows,
-            read_ms = entities_read.as_millis() as u64,
-            join_ms = (joined - entities_read).as_millis() as u64,
+            read_ms = read.as_millis() as u64,
+            join_ms = (joined - read).as_millis() as u64,
             store_ms = (started.elapsed() - joined).as_millis() as u64,
             "stored training set"
         );
@@ -993,19 +1000,22 @@ impl FeatureStore {
         })
     }
 
-    /// Loads the table of every view version in `selection` into memory.
+    /// Resolves `selection` and loads the table of each of its view versions.
     async fn load_views(
         &self,
         tenant: &TenantId,
         project: &ProjectId,
         selection: &FeatureSelection,
-    ) -> Result<(), FeatureError> {
+    ) -> Result<(Vec<ViewGroup>, Vec<Arc<LoadedView>>), FeatureError> {
         let (groups, _) = self.resolve_selection(tenant, project, selection).await?;
+        let mut loaded = Vec::with_capacity(groups.len());
         for group in &groups {
-            self.load_view(tenant, project, &group.view, group.version)
-                .await?;
+            loaded.push(
+                self.load_view(tenant, project, &group.view, group.version)
+                    .await?,
+            );
         }
-        Ok(())
+        Ok((groups, loaded))
     }
 
     /// Joins the selected features to `entities` and returns the batch with the lineage of
@@ -1019,14 +1029,19 @@ impl FeatureStore {
         timestamp: Option<&str>,
         full_feature_names: bool,
     ) -> Result<(RecordBatch, Vec<String>), FeatureError> {
-        let (groups, _) = self.resolve_selection(tenant, project, selection).await?;
-        let mut loaded = Vec::with_capacity(groups.len());
-        for group in &groups {
-            loaded.push(
-                self.load_view(tenant, project, &group.view, group.version)
-                    .await?,
-            );
-        }
+        let (groups, loaded) = self.load_views(tenant, project, selection).await?;
+        Self::join_loaded(entities, &groups, &loaded, timestamp, full_feature_names)
+    }
+
+    /// Joins the features of loaded view versions to `entities`, as [`FeatureStore::join`]
+    /// describes.
+    fn join_loaded(
+        entities: &RecordBatch,
+        groups: &[ViewGroup],
+        loaded: &[Arc<LoadedView>],
+        timestamp: Option<&str>,
+        full_feature_names: bool,
+    ) -> Result<(RecordBatch, Vec<String>), FeatureError> {
         // Views without an event time need no lookup time, so an entity table of keys
         // alone is enough when every view is static.
         let all_static = loaded.iter().all(|l| l.view.spec.event_time.is_none());
@@ -1037,7 +1052,7 @@ impl FeatureStore {
         };
         let mut selections = Vec::with_capacity(groups.len());
         let mut lineage = Vec::with_capacity(groups.len());
-        for (group, view) in groups.iter().zip(&loaded) {
+        for (group, view) in groups.iter().zip(loaded) {
             let mut features = Vec::with_capacity(group.features.len());
             for (_, name) in &group.features {
                 let index = view

@@ -195,9 +195,13 @@ pub(crate) fn run_pass(
     let mut source = input.open(schema)?;
 
     std::fs::create_dir_all(staging_dir).map_err(staging_error(staging_dir))?;
-    let parquet_file = tempfile::Builder::new()
-        .prefix("version-")
-        .suffix(".parquet")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("version-").suffix(".parquet");
+    // The file becomes the stored blob by a rename on a local backend, so it gets the mode
+    // (0o666 less the umask) that the blob store gives the files it writes itself.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let parquet_file = builder
         .tempfile_in(staging_dir)
         .map_err(staging_error(staging_dir))?;
     let (parquet_handle, parquet_path) = parquet_file.into_parts();
