@@ -279,6 +279,8 @@ pub struct FeatureStore {
     definitions: DefinitionCache,
     /// Feature tables persisted on disk across restarts; `None` keeps them in memory only.
     tables: Option<TableCache>,
+    /// Table cache writes still running or not yet collected.
+    table_writes: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 fn now_micros() -> i64 {
@@ -309,6 +311,7 @@ impl FeatureStore {
             loading: Mutex::new(HashMap::new()),
             definitions: DefinitionCache::default(),
             tables: None,
+            table_writes: Mutex::new(Vec::new()),
         }
     }
 
@@ -683,14 +686,19 @@ impl FeatureStore {
             }
             None => None,
         };
-        let (view, table, origin) = match persisted {
-            Some((view, table)) => (view, table, "table cache"),
+        let (view, table, computed) = match persisted {
+            Some((view, table)) => (view, table, None),
             None => {
-                let (view, table) = self
-                    .compute_table(tenant, dataset_version, stored, &entities, &table_key)
+                let (view, table, source_schema) = self
+                    .compute_table(tenant, dataset_version, stored, &entities)
                     .await?;
-                (view, table, "dataset version")
+                (view, table, Some(source_schema))
             }
+        };
+        let origin = if computed.is_some() {
+            "dataset version"
+        } else {
+            "table cache"
         };
         tracing::debug!(
             tenant = %tenant,
@@ -716,6 +724,10 @@ impl FeatureStore {
         cache.push((key, loaded.clone()));
         if cache.len() > CACHED_TABLES {
             cache.remove(0);
+        }
+        drop(cache);
+        if let (Some(tables), Some(source_schema)) = (&self.tables, computed) {
+            self.write_table_later(tables, table_key, source_schema, loaded.clone());
         }
         Ok(loaded)
     }
@@ -778,52 +790,87 @@ impl FeatureStore {
     }
 
     /// Computes a view version's table from its dataset version, in index order, and
-    /// writes it to the table cache directory when there is one. A failed cache write is
-    /// logged and does not fail the load.
+    /// returns it with the dataset version's Arrow schema.
     async fn compute_table(
         &self,
         tenant: &TenantId,
         dataset_version: &DatasetVersion,
         stored: &StoredView,
         entities: &[Entity],
-        table_key: &TableKey,
-    ) -> Result<(CompiledView, FeatureTable), FeatureError> {
+    ) -> Result<(CompiledView, FeatureTable, SchemaRef), FeatureError> {
         let batch = self.read_version(tenant, dataset_version).await?;
         let view = CompiledView::compile(&stored.spec, stored.version, entities, &batch.schema())?;
-        let tables = self.tables.clone();
-        let table_key = table_key.clone();
-        let (view, table) = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let table = view.table(&batch)?.into_sorted()?;
-            let source_schema = batch.schema();
-            drop(batch);
-            if let Some(tables) = tables {
-                match tables.store(&table_key, &source_schema, &table) {
-                    Ok(Some(bytes)) => tracing::info!(
-                        view = %view.name,
-                        version = view.version,
-                        bytes,
-                        path = %tables.path(&table_key).display(),
-                        "wrote feature table cache file"
-                    ),
-                    Ok(None) => tracing::info!(
-                        view = %view.name,
-                        version = view.version,
-                        "feature table is larger than the table cache budget; not written"
-                    ),
-                    Err(error) => tracing::warn!(
-                        view = %view.name,
-                        version = view.version,
-                        path = %tables.path(&table_key).display(),
-                        error = %error,
-                        "failed to write the feature table cache file"
-                    ),
-                }
-            }
-            Ok::<_, FeatureError>((view, table))
+            Ok::<_, FeatureError>((view, table, batch.schema()))
         })
         .await
-        .map_err(|error| FeatureError::Online(format!("the feature worker stopped: {error}")))??;
-        Ok((view, table))
+        .map_err(|error| FeatureError::Online(format!("the feature worker stopped: {error}")))?
+    }
+
+    /// Writes a computed table to the table cache directory on a blocking thread, after the
+    /// request that computed it has its result. A failed write is logged and only means
+    /// that the next restart computes the table again.
+    fn write_table_later(
+        &self,
+        tables: &TableCache,
+        table_key: TableKey,
+        source_schema: SchemaRef,
+        loaded: Arc<LoadedView>,
+    ) {
+        let tables = tables.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            let view = &loaded.view;
+            match tables.store(&table_key, &source_schema, &loaded.table) {
+                Ok(Some(bytes)) => tracing::info!(
+                    view = %view.name,
+                    version = view.version,
+                    bytes,
+                    path = %tables.path(&table_key).display(),
+                    "wrote feature table cache file"
+                ),
+                Ok(None) => tracing::info!(
+                    view = %view.name,
+                    version = view.version,
+                    "feature table is larger than the table cache budget; not written"
+                ),
+                Err(error) => tracing::warn!(
+                    view = %view.name,
+                    version = view.version,
+                    path = %tables.path(&table_key).display(),
+                    error = %error,
+                    "failed to write the feature table cache file"
+                ),
+            }
+        });
+        let mut writes = self
+            .table_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        writes.retain(|write| !write.is_finished());
+        writes.push(write);
+    }
+
+    /// Waits until the table cache files of tables computed so far are written. Loads write
+    /// them in the background, so a caller that needs the files, such as a test or a
+    /// shutdown, waits here.
+    pub async fn wait_for_table_writes(&self) {
+        loop {
+            let pending = std::mem::take(
+                &mut *self
+                    .table_writes
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            if pending.is_empty() {
+                return;
+            }
+            for write in pending {
+                if let Err(error) = write.await {
+                    tracing::warn!(error = %error, "a feature table cache write stopped");
+                }
+            }
+        }
     }
 
     fn cached(&self, key: &CacheKey) -> Option<Arc<LoadedView>> {

@@ -88,7 +88,8 @@ async fn apply(h: &common::Harness, rate: &str) {
         .unwrap();
 }
 
-/// Builds a training set over every ride and returns its `stats__rate` column.
+/// Builds a training set over every ride and returns its `stats__rate` column, once the
+/// table cache file of a computed table is written.
 async fn rates(h: &common::Harness, store: &FeatureStore, output: &str) -> Vec<Option<f64>> {
     let request = TrainingSetRequest {
         entities: EntitySource::Dataset {
@@ -107,6 +108,7 @@ async fn rates(h: &common::Harness, store: &FeatureStore, output: &str) -> Vec<O
         .training_set(&h.tenant, &h.project, "p", request, "tester")
         .await
         .unwrap();
+    store.wait_for_table_writes().await;
     let batch = h.read_version(&outcome.version).await;
     let column = batch.column_by_name("stats__rate").unwrap();
     column.as_primitive::<Float64Type>().iter().collect()
