@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use arrow::compute::concat_batches;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use ghaf_core::{ProjectId, TenantId};
 use ghaf_ingest::{DatasetSchema, DatasetVersion, IngestService, PushFormat, VersionEncoding};
 use parquet::arrow::ProjectionMask;
@@ -54,6 +54,9 @@ pub struct LoadedView {
 }
 
 type CacheKey = (String, String, String, i64, String);
+
+/// Loaded tables in memory, oldest first.
+type LoadedTables = Mutex<Vec<(CacheKey, Arc<LoadedView>)>>;
 
 /// Feature selection of a request: a list of references or a feature service.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -215,6 +218,89 @@ struct ViewGroup {
     features: Vec<(usize, String)>,
 }
 
+/// Adds a loaded table to the in-memory cache, dropping the oldest beyond
+/// [`CACHED_TABLES`].
+fn keep_in_memory(cache: &LoadedTables, key: CacheKey, loaded: Arc<LoadedView>) {
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    cache.push((key, loaded));
+    if cache.len() > CACHED_TABLES {
+        cache.remove(0);
+    }
+}
+
+/// Writes a computed table to the table cache directory. A failed write is logged and only
+/// means that the next restart computes the table again.
+fn write_table(
+    tables: &TableCache,
+    table_key: &TableKey,
+    source_schema: &Schema,
+    loaded: &LoadedView,
+) {
+    let view = &loaded.view;
+    match tables.store(table_key, source_schema, &loaded.table) {
+        Ok(Some(bytes)) => tracing::info!(
+            view = %view.name,
+            version = view.version,
+            bytes,
+            path = %tables.path(table_key).display(),
+            "wrote feature table cache file"
+        ),
+        Ok(None) => tracing::info!(
+            view = %view.name,
+            version = view.version,
+            "feature table is larger than the table cache budget; not written"
+        ),
+        Err(error) => tracing::warn!(
+            view = %view.name,
+            version = view.version,
+            path = %tables.path(table_key).display(),
+            error = %error,
+            "failed to write the feature table cache file"
+        ),
+    }
+}
+
+/// A count of table computations and writes still running, with a wake-up for waiters.
+#[derive(Default)]
+struct PendingWrites {
+    running: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+/// One running computation or write; dropping it, also on a panic, counts it as done.
+struct PendingWrite(Arc<PendingWrites>);
+
+impl PendingWrites {
+    fn start(self: &Arc<Self>) -> PendingWrite {
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        PendingWrite(self.clone())
+    }
+
+    async fn wait(&self) {
+        loop {
+            // A `Notified` receives `notify_waiters` from its creation on, so a write that
+            // ends between the check and the await still wakes this waiter.
+            let done = self.done.notified();
+            if self.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.done.notify_waiters();
+    }
+}
+
 /// A request's reference to the gate of one table being loaded. Dropping it, also when the
 /// request is cancelled, removes the gate once no other request uses it. A later request
 /// then finds the table in memory or creates a new gate.
@@ -271,7 +357,7 @@ pub struct FeatureStore {
     db: FeatureDb,
     ingest: IngestService,
     online: Arc<dyn OnlineStore>,
-    cache: Mutex<Vec<(CacheKey, Arc<LoadedView>)>>,
+    cache: Arc<LoadedTables>,
     /// One lock per table being loaded, so concurrent requests for the same view version
     /// compute or read its table once and the others wait for it.
     loading: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -279,8 +365,8 @@ pub struct FeatureStore {
     definitions: DefinitionCache,
     /// Feature tables persisted on disk across restarts; `None` keeps them in memory only.
     tables: Option<TableCache>,
-    /// Table cache writes still running or not yet collected.
-    table_writes: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Table computations and table cache writes still running.
+    table_writes: Arc<PendingWrites>,
 }
 
 fn now_micros() -> i64 {
@@ -307,11 +393,11 @@ impl FeatureStore {
             db,
             ingest,
             online,
-            cache: Mutex::new(Vec::new()),
+            cache: Arc::default(),
             loading: Mutex::new(HashMap::new()),
             definitions: DefinitionCache::default(),
             tables: None,
-            table_writes: Mutex::new(Vec::new()),
+            table_writes: Arc::default(),
         }
     }
 
@@ -686,19 +772,31 @@ impl FeatureStore {
             }
             None => None,
         };
-        let (view, table, computed) = match persisted {
-            Some((view, table)) => (view, table, None),
-            None => {
-                let (view, table, source_schema) = self
-                    .compute_table(tenant, dataset_version, stored, &entities)
-                    .await?;
-                (view, table, Some(source_schema))
+        let (loaded, origin) = match persisted {
+            Some((view, table)) => {
+                let loaded = Arc::new(LoadedView {
+                    view,
+                    table,
+                    dataset: dataset.name,
+                    dataset_version: dataset_version.version,
+                });
+                keep_in_memory(&self.cache, key, loaded.clone());
+                (loaded, "table cache")
             }
-        };
-        let origin = if computed.is_some() {
-            "dataset version"
-        } else {
-            "table cache"
+            None => {
+                let loaded = self
+                    .compute_table(
+                        tenant,
+                        dataset.name,
+                        dataset_version,
+                        stored,
+                        &entities,
+                        key,
+                        table_key,
+                    )
+                    .await?;
+                (loaded, "dataset version")
+            }
         };
         tracing::debug!(
             tenant = %tenant,
@@ -706,29 +804,11 @@ impl FeatureStore {
             view = %stored.name,
             version = stored.version,
             dataset_version = dataset_version.version,
-            rows = table.row_count(),
+            rows = loaded.table.row_count(),
             origin,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded feature table"
         );
-        let loaded = Arc::new(LoadedView {
-            view,
-            table,
-            dataset: dataset.name,
-            dataset_version: dataset_version.version,
-        });
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache.push((key, loaded.clone()));
-        if cache.len() > CACHED_TABLES {
-            cache.remove(0);
-        }
-        drop(cache);
-        if let (Some(tables), Some(source_schema)) = (&self.tables, computed) {
-            self.write_table_later(tables, table_key, source_schema, loaded.clone());
-        }
         Ok(loaded)
     }
 
@@ -789,88 +869,63 @@ impl FeatureStore {
         }
     }
 
-    /// Computes a view version's table from its dataset version, in index order, and
-    /// returns it with the dataset version's Arrow schema.
+    /// Computes a view version's table from its dataset version, in index order, keeps it
+    /// in memory and then writes it to the table cache directory. The computation, the
+    /// memory cache insert and the write run on one blocking thread that the request does
+    /// not own, so a request that times out or is cancelled still leaves the table for the
+    /// next one. The request gets the table before the file is written.
+    #[allow(clippy::too_many_arguments)]
     async fn compute_table(
         &self,
         tenant: &TenantId,
+        dataset: String,
         dataset_version: &DatasetVersion,
         stored: &StoredView,
         entities: &[Entity],
-    ) -> Result<(CompiledView, FeatureTable, SchemaRef), FeatureError> {
+        key: CacheKey,
+        table_key: TableKey,
+    ) -> Result<Arc<LoadedView>, FeatureError> {
         let batch = self.read_version(tenant, dataset_version).await?;
         let view = CompiledView::compile(&stored.spec, stored.version, entities, &batch.schema())?;
+        let cache = self.cache.clone();
+        let tables = self.tables.clone();
+        let dataset_version = dataset_version.version;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let pending = self.table_writes.start();
         tokio::task::spawn_blocking(move || {
-            let table = view.table(&batch)?.into_sorted()?;
-            Ok::<_, FeatureError>((view, table, batch.schema()))
-        })
-        .await
-        .map_err(|error| FeatureError::Online(format!("the feature worker stopped: {error}")))?
-    }
-
-    /// Writes a computed table to the table cache directory on a blocking thread, after the
-    /// request that computed it has its result. A failed write is logged and only means
-    /// that the next restart computes the table again.
-    fn write_table_later(
-        &self,
-        tables: &TableCache,
-        table_key: TableKey,
-        source_schema: SchemaRef,
-        loaded: Arc<LoadedView>,
-    ) {
-        let tables = tables.clone();
-        let write = tokio::task::spawn_blocking(move || {
-            let view = &loaded.view;
-            match tables.store(&table_key, &source_schema, &loaded.table) {
-                Ok(Some(bytes)) => tracing::info!(
-                    view = %view.name,
-                    version = view.version,
-                    bytes,
-                    path = %tables.path(&table_key).display(),
-                    "wrote feature table cache file"
-                ),
-                Ok(None) => tracing::info!(
-                    view = %view.name,
-                    version = view.version,
-                    "feature table is larger than the table cache budget; not written"
-                ),
-                Err(error) => tracing::warn!(
-                    view = %view.name,
-                    version = view.version,
-                    path = %tables.path(&table_key).display(),
-                    error = %error,
-                    "failed to write the feature table cache file"
-                ),
+            let _pending = pending;
+            let table = match view.table(&batch).and_then(FeatureTable::into_sorted) {
+                Ok(table) => table,
+                Err(error) => {
+                    let _ = sender.send(Err(error));
+                    return;
+                }
+            };
+            let source_schema = batch.schema();
+            drop(batch);
+            let loaded = Arc::new(LoadedView {
+                view,
+                table,
+                dataset,
+                dataset_version,
+            });
+            keep_in_memory(&cache, key, loaded.clone());
+            // A request that went away no longer needs the table, but the next one does.
+            let _ = sender.send(Ok(loaded.clone()));
+            if let Some(tables) = tables {
+                write_table(&tables, &table_key, &source_schema, &loaded);
             }
         });
-        let mut writes = self
-            .table_writes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        writes.retain(|write| !write.is_finished());
-        writes.push(write);
+        receiver
+            .await
+            .map_err(|_| FeatureError::Online("the feature worker stopped".to_owned()))?
     }
 
-    /// Waits until the table cache files of tables computed so far are written. Loads write
-    /// them in the background, so a caller that needs the files, such as a test or a
-    /// shutdown, waits here.
+    /// Waits until the table cache files of the tables computed so far are written. Loads
+    /// write them in the background, so a caller that needs the files, such as a shutdown
+    /// or a test, waits here.
     pub async fn wait_for_table_writes(&self) {
-        loop {
-            let pending = std::mem::take(
-                &mut *self
-                    .table_writes
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
-            );
-            if pending.is_empty() {
-                return;
-            }
-            for write in pending {
-                if let Err(error) = write.await {
-                    tracing::warn!(error = %error, "a feature table cache write stopped");
-                }
-            }
-        }
+        self.table_writes.wait().await;
     }
 
     fn cached(&self, key: &CacheKey) -> Option<Arc<LoadedView>> {

@@ -472,6 +472,11 @@ pub async fn serve_with(
             tracing::error!(%error, replica_id = serving.replica_id(), "cannot write the final variant stats");
         }
     }
+    if let Some(features) = shutdown_state.features() {
+        // Feature tables computed before the shutdown reach the table cache directory, so
+        // the next start reads them instead of computing them again.
+        features.wait_for_table_writes().await;
+    }
     tracing::info!("ghaf server stopped");
     Ok(())
 }
