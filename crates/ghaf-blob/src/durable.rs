@@ -137,6 +137,13 @@ mod tests {
         std::fs::write(path, b"content").unwrap();
     }
 
+    /// Writes `file` as a put does and returns how many directories its sync covered.
+    fn put(dirs: &SyncedDirs, root: &Path, file: &Path) -> usize {
+        let before = dirs.before_write(root, file);
+        write(file);
+        dirs.sync(root, file, &before).unwrap()
+    }
+
     #[test]
     fn sync_trusts_earlier_puts_directories() {
         let root = tempfile::tempdir().unwrap();
@@ -185,9 +192,7 @@ mod tests {
         let root = root.path();
         let dirs = SyncedDirs::default();
         let first = root.join("tenants/t/sha256/ab/ab01");
-        let before = dirs.before_write(root, &first);
-        write(&first);
-        assert_eq!(dirs.sync(root, &first, &before).unwrap(), 5);
+        assert_eq!(put(&dirs, root, &first), 5);
 
         // A delete removes the shard while the next put writes, which creates it again.
         let second = root.join("tenants/t/sha256/ab/ab02");
@@ -208,9 +213,7 @@ mod tests {
         let root = root.path();
         let dirs = SyncedDirs::default();
         let file = root.join("tenants/t/sha256/ab/ab01");
-        let before = dirs.before_write(root, &file);
-        write(&file);
-        dirs.sync(root, &file, &before).unwrap();
+        put(&dirs, root, &file);
 
         // Another process deletes the blob and its empty shard directory.
         std::fs::remove_dir_all(root.join("tenants/t/sha256/ab")).unwrap();

@@ -380,10 +380,10 @@ fn local_chunks(
                     source: format!("reading {} failed: {source}", path.display()).into(),
                 };
                 file.seek(SeekFrom::Start(offset)).map_err(read_error)?;
-                let wanted = remaining.min(LOCAL_READ_SIZE);
-                let mut buffer = Vec::with_capacity(usize::try_from(wanted).unwrap_or(0));
+                let to_read = remaining.min(LOCAL_READ_SIZE);
+                let mut buffer = Vec::with_capacity(usize::try_from(to_read).unwrap_or(0));
                 let read = (&mut file)
-                    .take(wanted)
+                    .take(to_read)
                     .read_to_end(&mut buffer)
                     .map_err(read_error)? as u64;
                 // A file that ended early ends the stream, and the digest check then reports
@@ -550,7 +550,7 @@ mod tests {
     /// A local file that ends before its recorded size fails the stream's digest check, and
     /// a directory in place of a blob reads as a missing blob.
     #[tokio::test]
-    async fn local_reads_report_short_files_and_directories() {
+    async fn local_short_file_and_directory() {
         use futures::StreamExt;
 
         let root = tempfile::tempdir().unwrap();

@@ -491,7 +491,7 @@ mod tests {
 
     /// A backend that copies the file checks the caller's digest against the content.
     #[tokio::test]
-    async fn put_moved_file_rejects_wrong_digest_on_copy() {
+    async fn put_moved_file_copy_checks_digest() {
         let root = tempfile::tempdir().unwrap();
         let memory = BlobStore::from_object_store(
             std::sync::Arc::new(object_store::memory::InMemory::new()),

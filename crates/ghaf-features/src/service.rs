@@ -662,31 +662,30 @@ impl FeatureStore {
         stored: &StoredView,
     ) -> Result<(ghaf_ingest::Dataset, DatasetVersion), FeatureError> {
         let source = &stored.spec.source;
-        let dataset = self
-            .ingest
-            .store()
-            .get_dataset(tenant, project, &source.dataset)
-            .await?;
-        let version = match source.version {
-            Some(number) => {
-                self.ingest
-                    .store()
-                    .get_version(tenant, &dataset.id, number)
-                    .await?
-            }
-            None => self
-                .ingest
-                .store()
+        self.dataset_version(tenant, project, &source.dataset, source.version)
+            .await
+    }
+
+    /// Returns a dataset and its version `version`, or its latest version without one.
+    async fn dataset_version(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<(ghaf_ingest::Dataset, DatasetVersion), FeatureError> {
+        let store = self.ingest.store();
+        let dataset = store.get_dataset(tenant, project, name).await?;
+        let version = match version {
+            Some(number) => store.get_version(tenant, &dataset.id, number).await?,
+            None => store
                 .list_versions(tenant, &dataset.id)
                 .await?
                 .into_iter()
                 .next()
                 .ok_or_else(|| FeatureError::NotFound {
                     what: "dataset version",
-                    name: format!(
-                        "{} (the dataset has no versions; ingest data first)",
-                        source.dataset
-                    ),
+                    name: format!("{name} (the dataset has no versions; ingest data first)"),
                 })?,
         };
         Ok((dataset, version))
@@ -916,9 +915,13 @@ impl FeatureStore {
                 write_table(&tables, &table_key, &source_schema, &loaded);
             }
         });
-        receiver
-            .await
-            .map_err(|_| FeatureError::Online("the feature worker stopped".to_owned()))?
+        receiver.await.map_err(|_| {
+            FeatureError::Online(
+                "the feature table computation stopped before it finished (see the \
+                     server log for a panic); try the request again"
+                    .to_owned(),
+            )
+        })?
     }
 
     /// Waits until the table cache files of the tables computed so far are written. Loads
@@ -1020,30 +1023,9 @@ impl FeatureStore {
         let entities = async {
             match request.entities {
                 EntitySource::Dataset { name, version } => {
-                    let dataset = self
-                        .ingest
-                        .store()
-                        .get_dataset(tenant, project, &name)
+                    let (_, stored) = self
+                        .dataset_version(tenant, project, &name, version)
                         .await?;
-                    let stored = match version {
-                        Some(number) => {
-                            self.ingest
-                                .store()
-                                .get_version(tenant, &dataset.id, number)
-                                .await?
-                        }
-                        None => self
-                            .ingest
-                            .store()
-                            .list_versions(tenant, &dataset.id)
-                            .await?
-                            .into_iter()
-                            .next()
-                            .ok_or_else(|| FeatureError::NotFound {
-                                what: "dataset version",
-                                name: format!("{name} (the dataset has no versions)"),
-                            })?,
-                    };
                     let batch = self.read_version(tenant, &stored).await?;
                     Ok::<_, FeatureError>((batch, format!("{name}@v{}", stored.version)))
                 }

@@ -66,15 +66,7 @@ async fn setup(h: &common::Harness) -> Definitions {
     )
     .await;
     let definitions = Definitions::from_yaml(DEFINITIONS).unwrap();
-    let plan = h
-        .store
-        .plan(&h.tenant, &h.project, &definitions)
-        .await
-        .unwrap();
-    h.store
-        .apply(&h.tenant, &h.project, &plan, "tester")
-        .await
-        .unwrap();
+    h.apply(&definitions).await;
     definitions
 }
 
@@ -407,15 +399,7 @@ async fn concurrent_loads_share_one_table(h: &common::Harness) {
          event_time: event_timestamp\n    features:\n      - {name: trips}\n",
     )
     .unwrap();
-    let plan = h
-        .store
-        .plan(&h.tenant, &h.project, &definitions)
-        .await
-        .unwrap();
-    h.store
-        .apply(&h.tenant, &h.project, &plan, "tester")
-        .await
-        .unwrap();
+    h.apply(&definitions).await;
 
     let (first, second) = tokio::join!(
         h.store.load_view(&h.tenant, &h.project, "shared", None),

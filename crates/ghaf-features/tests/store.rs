@@ -86,15 +86,7 @@ async fn setup(h: &common::Harness) {
     let rides = h.write("rides.csv", RIDES_ROWS);
     h.dataset("rides", RIDES_SCHEMA, &rides, &options).await;
     let definitions = Definitions::from_yaml(DEFINITIONS).unwrap();
-    let plan = h
-        .store
-        .plan(&h.tenant, &h.project, &definitions)
-        .await
-        .unwrap();
-    h.store
-        .apply(&h.tenant, &h.project, &plan, "tester")
-        .await
-        .unwrap();
+    h.apply(&definitions).await;
 }
 
 fn training_request(features: &[&str], output: &str) -> TrainingSetRequest {

@@ -77,15 +77,7 @@ fn restarted(h: &common::Harness, dir: &Path) -> FeatureStore {
 }
 
 async fn apply(h: &common::Harness, rate: &str) {
-    let plan = h
-        .store
-        .plan(&h.tenant, &h.project, &definitions(rate))
-        .await
-        .unwrap();
-    h.store
-        .apply(&h.tenant, &h.project, &plan, "tester")
-        .await
-        .unwrap();
+    h.apply(&definitions(rate)).await;
 }
 
 /// Builds a training set over every ride and returns its `stats__rate` column, once the

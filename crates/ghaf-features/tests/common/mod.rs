@@ -11,7 +11,7 @@ use arrow::compute::concat_batches;
 use ghaf_blob::{BlobConfig, BlobStore};
 use ghaf_core::{Name, PrincipalId, ProjectId, TenantId};
 use ghaf_features::online::RedbOnlineStore;
-use ghaf_features::{FeatureDb, FeatureStore};
+use ghaf_features::{Definitions, FeatureDb, FeatureStore};
 use ghaf_ingest::{
     DatasetSchema, DatasetStore, DatasetVersion, IngestInput, IngestService, InputFormat,
     ReadOptions,
@@ -137,6 +137,19 @@ impl Harness {
         let path = self.dir.path().join(name);
         std::fs::write(&path, content).unwrap();
         path
+    }
+
+    /// Plans and applies `definitions` as the user `tester`.
+    pub async fn apply(&self, definitions: &Definitions) {
+        let plan = self
+            .store
+            .plan(&self.tenant, &self.project, definitions)
+            .await
+            .unwrap();
+        self.store
+            .apply(&self.tenant, &self.project, &plan, "tester")
+            .await
+            .unwrap();
     }
 
     /// Reads a stored dataset version into one batch.
