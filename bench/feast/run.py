@@ -18,14 +18,20 @@ drives it over HTTP:
           write.
   mat     POST /feature-views/driver_stats/materialize over the whole data window.
   http    POST /get-online-features with 1 and 100 random entities, sequential requests on
-          one kept-alive connection, the same request counts as the harness.
+          one kept-alive connection, the same request counts as the harness. With
+          `--floor`, the same reads are then timed against the `http_floor` example of
+          ghaf-server, which returns Ghaf's response of that size and does no other
+          work. What remains of a latency there is the client's and the machine's.
 
 The server is restarted before each phase, so its peak RSS (VmHWM) is per phase, as the
 harness reports per-process peaks for Feast. Run with the venv of bench/feast/setup.sh:
 
   ~/.cache/ghaf-feast-venv/bin/python bench/feast/run.py \
       --harness PATH/feast_bench.py --ghaf "$CARGO_TARGET_DIR/release/ghaf" \
-      --workdir /tmp/feast-vs-ghaf --out /tmp/feast-vs-ghaf/results.jsonl
+      --workdir /tmp/feast-vs-ghaf --out /tmp/feast-vs-ghaf/results.jsonl \
+      --floor "$CARGO_TARGET_DIR/release/examples/http_floor"
+
+`--floor` is optional; `cargo build --release -p ghaf-server --example http_floor` builds it.
 
 Configurations: A is 100,000 keys x 10 rows; C is 10 keys x 100,000 rows; both with
 100,000 entity rows. `--configs A`, `--sides ghaf` and `--skip-gen` select parts.
@@ -404,27 +410,99 @@ def training_set(ghaf, output, m):
     }
 
 
+def read_loop(call, config, batch, count, rng):
+    """Sends 20 warm-up reads of `batch` random entities, then `count` timed ones; returns
+    the last response and the latency summary."""
+    refs = [f"driver_stats_online:{f}" for f in FEATURES]
+
+    def body():
+        keys = [int(x) for x in rng.integers(1, config["entities"] + 1, size=batch)]
+        return {"features": refs, "entities": {"driver_id": keys}}
+
+    for _ in range(20):
+        call(body())
+    latencies = []
+    for _ in range(count):
+        request = body()
+        started = time.perf_counter()
+        response = call(request)
+        latencies.append(time.perf_counter() - started)
+    return response, summary(latencies)
+
+
+def read_counts(iters):
+    """Return the timed request counts of the harness's http phase: (batch size, count)."""
+    return ((1, iters), (100, max(50, iters // 3)))
+
+
 def online_reads(ghaf, config, iters):
+    """Times online reads against Ghaf. Also returns one raw response per batch size, the
+    bodies the floor responder returns."""
     rng = np.random.default_rng(13)
     refs = [f"driver_stats_online:{f}" for f in FEATURES]
     path = "/get-online-features"
     sample = ghaf.call("POST", path, {"features": refs, "entities": {"driver_id": [1, 2, 999999999]}})
     results = {"sample_statuses": [col["statuses"] for col in sample["results"][1:3]]}
-    for batch, count in ((1, iters), (100, max(50, iters // 3))):
-        def body():
-            keys = [int(x) for x in rng.integers(1, config["entities"] + 1, size=batch)]
-            return {"features": refs, "entities": {"driver_id": keys}}
-        for _ in range(20):
-            ghaf.call("POST", path, body())
-        latencies = []
-        for _ in range(count):
-            request = body()
-            started = time.perf_counter()
-            response = ghaf.call("POST", path, request)
-            latencies.append(time.perf_counter() - started)
+    bodies = {}
+    for batch, count in read_counts(iters):
+        response, results[f"batch_{batch}"] = read_loop(
+            lambda request: ghaf.call("POST", path, request), config, batch, count, rng)
         assert len(response["results"][1]["values"]) == batch
         assert all(s == "PRESENT" for s in response["results"][1]["statuses"])
-        results[f"batch_{batch}"] = summary(latencies)
+        bodies[batch] = json.dumps(response).encode()
+    return results, bodies
+
+
+class Floor:
+    """The `http_floor` example of ghaf-server: a hyper server on the same connection setup
+    as `ghaf server` that returns one fixed body for every request and does nothing else."""
+
+    def __init__(self, binary, body_path):
+        self.binary = binary
+        self.body_path = body_path
+        self.process = None
+        self.conn = None
+
+    def __enter__(self):
+        port = free_port()
+        self.process = subprocess.Popen(
+            [self.binary, "--listen", f"127.0.0.1:{port}", "--body", self.body_path],
+            stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        line = self.process.stdout.readline()
+        if not line.startswith("listening on"):
+            raise RuntimeError(f"http_floor did not start: {line!r}")
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        return self
+
+    def __exit__(self, *exc):
+        self.conn.close()
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+        return False
+
+    def call(self, request):
+        # The same work per request as Ghaf.call: headers, JSON in and out.
+        self.conn.request("POST", "/get-online-features", body=json.dumps(request),
+                          headers={"Authorization": "Bearer floor", "Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"http_floor: HTTP {response.status}")
+        return json.loads(data)
+
+
+def floor_reads(binary, workdir, config, iters, bodies):
+    """Times the same reads against the floor responder, started once per batch size with
+    Ghaf's response for that size."""
+    rng = np.random.default_rng(13)
+    results = {}
+    for batch, count in read_counts(iters):
+        body_path = os.path.join(workdir, f"floor-body-{batch}.json")
+        with open(body_path, "wb") as f:
+            f.write(bodies[batch])
+        with Floor(binary, body_path) as floor:
+            _, results[f"batch_{batch}"] = read_loop(floor.call, config, batch, count, rng)
     return results
 
 
@@ -471,10 +549,15 @@ def run_ghaf(args, name, config, workdir, phases):
                       {"end": (BASE_TS + timedelta(hours=2)).isoformat()})
         with Ghaf(args.ghaf, data_dir) as ghaf:
             before = loadavg()
-            result = online_reads(ghaf, config, args.iters)
+            result, bodies = online_reads(ghaf, config, args.iters)
             record(args.out, {"side": "ghaf", "config": name, "phase": "http",
                               "loadavg_before": before, "peak_rss_mb": ghaf.peak_rss_mb(),
                               "result": result})
+        if args.floor:
+            before = loadavg()
+            result = floor_reads(args.floor, workdir, config, args.iters, bodies)
+            record(args.out, {"side": "floor", "config": name, "phase": "http",
+                              "loadavg_before": before, "result": result})
 
 
 def main():
@@ -491,6 +574,9 @@ def main():
     parser.add_argument("--skip-gen", action="store_true",
                         help="reuse the data of an earlier run in the workdir")
     parser.add_argument("--iters", type=int, default=1000)
+    parser.add_argument("--floor", help="path of the release `http_floor` example of ghaf-server; "
+                        "with it the http phase also times the same reads against a responder "
+                        "that does no work, the latency floor of this client on this machine")
     parser.add_argument("--server-log", default="warn",
                         help="RUST_LOG filter of the Ghaf server; its log is <workdir>/config-*/ghaf-data/server.log")
     parser.add_argument("--feast-timeout", type=int, default=600,

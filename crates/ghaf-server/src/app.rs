@@ -157,10 +157,10 @@ pub async fn feature_store(
         ),
         _ => {
             let path = config.data_dir.join("features").join("online.redb");
-            Arc::new(
-                RedbOnlineStore::open(&path)
-                    .context("cannot open the embedded online feature store")?,
-            )
+            let store = RedbOnlineStore::open(&path)
+                .context("cannot open the embedded online feature store")?;
+            warm_online_store(&store, &path, features.online_warm_bytes).await;
+            Arc::new(store)
         }
     };
     let mut store =
@@ -172,6 +172,40 @@ pub async fn feature_store(
         ));
     }
     Ok(Arc::new(store))
+}
+
+/// Reads up to `max_bytes` of the embedded online store's rows into its page cache. A
+/// failure only costs speed, so it is logged and the server starts.
+async fn warm_online_store(
+    store: &ghaf_features::online::RedbOnlineStore,
+    path: &std::path::Path,
+    max_bytes: u64,
+) {
+    if max_bytes == 0 {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let reader = store.clone();
+    match tokio::task::spawn_blocking(move || reader.warm(max_bytes)).await {
+        Ok(Ok(warmed)) => tracing::info!(
+            path = %path.display(),
+            tables = warmed.tables,
+            rows = warmed.rows,
+            bytes = warmed.bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "read the online store into its page cache"
+        ),
+        Ok(Err(error)) => tracing::warn!(
+            path = %path.display(),
+            %error,
+            "failed to read the online store into its page cache; the first reads fetch their pages from the file"
+        ),
+        Err(error) => tracing::warn!(
+            path = %path.display(),
+            %error,
+            "the online store warm-up stopped; the first reads fetch their pages from the file"
+        ),
+    }
 }
 
 /// Runtime options of every model load (endpoints and batch scoring jobs) from the

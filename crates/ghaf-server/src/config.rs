@@ -224,6 +224,9 @@ pub struct FeaturesConfig {
     /// instead of the dataset version. The files used longest ago are deleted first, and 0
     /// turns the cache off.
     pub table_cache_max_bytes: u64,
+    /// Bytes of rows the embedded online store reads at start, before the server accepts
+    /// requests, so that the first online reads find their pages in memory. 0 turns it off.
+    pub online_warm_bytes: u64,
 }
 
 impl Default for FeaturesConfig {
@@ -233,6 +236,8 @@ impl Default for FeaturesConfig {
             redis_url: "redis://127.0.0.1:6379/0".into(),
             redis_key_prefix: "ghaf:features:".into(),
             table_cache_max_bytes: 4 * 1024 * 1024 * 1024,
+            // redb's page cache is 1 GiB, so reading more would evict the pages read first.
+            online_warm_bytes: 1024 * 1024 * 1024,
         }
     }
 }

@@ -20,7 +20,7 @@ use ghaf_core::{ProjectId, TenantId};
 use serde::{Deserialize, Serialize};
 
 pub use cache::{DEFINITION_CACHE_TTL, DefinitionCache, OnlineView};
-pub use embedded::RedbOnlineStore;
+pub use embedded::{RedbOnlineStore, Warmed};
 pub use redis_store::RedisOnlineStore;
 
 use crate::FeatureError;
