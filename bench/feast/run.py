@@ -411,7 +411,7 @@ def training_set(ghaf, output, m):
 
 
 def read_loop(call, config, batch, count, rng):
-    """Sends 20 warm-up reads of `batch` random entities, then `count` timed ones; returns
+    """Send 20 warm-up reads of `batch` random entities, then `count` timed ones, and return
     the last response and the latency summary."""
     refs = [f"driver_stats_online:{f}" for f in FEATURES]
 
@@ -436,7 +436,7 @@ def read_counts(iters):
 
 
 def online_reads(ghaf, config, iters):
-    """Times online reads against Ghaf. Also returns one raw response per batch size, the
+    """Time online reads against Ghaf. Also return one raw response per batch size, the
     bodies the floor responder returns."""
     rng = np.random.default_rng(13)
     refs = [f"driver_stats_online:{f}" for f in FEATURES]
@@ -449,7 +449,8 @@ def online_reads(ghaf, config, iters):
             lambda request: ghaf.call("POST", path, request), config, batch, count, rng)
         assert len(response["results"][1]["values"]) == batch
         assert all(s == "PRESENT" for s in response["results"][1]["statuses"])
-        bodies[batch] = json.dumps(response).encode()
+        # Ghaf writes compact JSON, so the floor's body has the same size.
+        bodies[batch] = json.dumps(response, separators=(",", ":")).encode()
     return results, bodies
 
 
@@ -469,17 +470,32 @@ class Floor:
             [self.binary, "--listen", f"127.0.0.1:{port}", "--body", self.body_path],
             stdout=subprocess.PIPE, text=True, start_new_session=True,
         )
-        line = self.process.stdout.readline()
-        if not line.startswith("listening on"):
-            raise RuntimeError(f"http_floor did not start: {line!r}")
+        try:
+            # The process prints its address once the socket is bound, or exits.
+            line = self.process.stdout.readline()
+            if not line.startswith("listening on"):
+                raise RuntimeError(f"http_floor did not start: {line!r}")
+        except BaseException:
+            self.stop()
+            raise
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         return self
 
     def __exit__(self, *exc):
-        self.conn.close()
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=30)
+        if self.conn:
+            self.conn.close()
+        self.stop()
         return False
+
+    def stop(self):
+        """Stop the responder's process group, the one this object started."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
     def call(self, request):
         # The same work per request as Ghaf.call: headers, JSON in and out.
@@ -493,7 +509,7 @@ class Floor:
 
 
 def floor_reads(binary, workdir, config, iters, bodies):
-    """Times the same reads against the floor responder, started once per batch size with
+    """Time the same reads against the floor responder, started once per batch size with
     Ghaf's response for that size."""
     rng = np.random.default_rng(13)
     results = {}

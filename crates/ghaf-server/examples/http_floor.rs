@@ -6,12 +6,12 @@
 //! ```
 //!
 //! The responder reads every request to the end, whatever its method and path, and returns
-//! status 200 with the bytes of `RESPONSE_FILE` as `application/json`. The connection handling is
-//! the one `ghaf server` uses: hyper's HTTP/1 and HTTP/2 server on a multi-thread tokio
-//! runtime, `TCP_NODELAY` on every connection and the same header read timeout. No routing,
-//! authentication, store read or JSON work happens, so a client's latency against this
-//! process is the part of its latency against Ghaf that no handler can remove: the client's
-//! own work, the loopback round trip and the wake-ups of both processes.
+//! status 200 with the bytes of `RESPONSE_FILE` as `application/json`. It handles HTTP/1
+//! connections as `ghaf server` does: hyper's server on a multi-thread tokio runtime,
+//! `TCP_NODELAY` on every connection and the same header read timeout. No routing,
+//! authentication, store read or JSON work happens. A client's latency against this process
+//! is therefore the part of its latency against Ghaf that no handler can remove: the
+//! client's own work, the loopback round trip and the wake-ups of both processes.
 //!
 //! The process prints `listening on ADDRESS` once the socket is bound and serves until it is
 //! killed.
@@ -57,7 +57,9 @@ async fn main() -> Result<()> {
         .header_read_timeout(Duration::from_secs(30));
     loop {
         let (stream, _) = listener.accept().await?;
-        stream.set_nodelay(true)?;
+        if let Err(error) = stream.set_nodelay(true) {
+            eprintln!("cannot set TCP_NODELAY: {error}");
+        }
         let body = body.clone();
         let service = tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let body = body.clone();

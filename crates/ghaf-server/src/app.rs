@@ -157,10 +157,10 @@ pub async fn feature_store(
         ),
         _ => {
             let path = config.data_dir.join("features").join("online.redb");
-            let store = RedbOnlineStore::open(&path)
-                .context("cannot open the embedded online feature store")?;
-            warm_online_store(&store, &path, features.online_warm_bytes).await;
-            Arc::new(store)
+            Arc::new(
+                RedbOnlineStore::open(&path)
+                    .context("cannot open the embedded online feature store")?,
+            )
         }
     };
     let mut store =
@@ -174,36 +174,40 @@ pub async fn feature_store(
     Ok(Arc::new(store))
 }
 
-/// Reads up to `max_bytes` of the embedded online store's rows into its page cache. A
-/// failure only costs speed, so it is logged and the server starts.
-async fn warm_online_store(
-    store: &ghaf_features::online::RedbOnlineStore,
-    path: &std::path::Path,
-    max_bytes: u64,
-) {
+/// Reads up to `features.online_warm_bytes` of the online store's rows into its cache in
+/// this process, so the first online reads after a start need no file reads. `ghaf server`
+/// calls it before it accepts requests. A failure only costs speed, so it is logged and
+/// the server starts.
+pub async fn warm_online_store(state: &AppState) {
+    let max_bytes = state.config().features.online_warm_bytes;
+    let Some(features) = state.features() else {
+        return;
+    };
     if max_bytes == 0 {
         return;
     }
+    let online = features.online().clone();
+    let backend = online.backend();
     let started = std::time::Instant::now();
-    let reader = store.clone();
-    match tokio::task::spawn_blocking(move || reader.warm(max_bytes)).await {
-        Ok(Ok(warmed)) => tracing::info!(
-            path = %path.display(),
+    match tokio::task::spawn_blocking(move || online.warm(max_bytes)).await {
+        Ok(Ok(warmed)) if warmed.tables > 0 => tracing::info!(
+            backend,
             tables = warmed.tables,
             rows = warmed.rows,
             bytes = warmed.bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "read the online store into its page cache"
+            "read the online store into its cache"
         ),
+        Ok(Ok(_)) => {}
         Ok(Err(error)) => tracing::warn!(
-            path = %path.display(),
+            backend,
             %error,
-            "failed to read the online store into its page cache; the first reads fetch their pages from the file"
+            "failed to read the online store into its cache. The first reads fetch their rows from the store"
         ),
-        Err(error) => tracing::warn!(
-            path = %path.display(),
+        Err(error) => tracing::error!(
+            backend,
             %error,
-            "the online store warm-up stopped; the first reads fetch their pages from the file"
+            "the online store warm-up panicked. The first reads fetch their rows from the store"
         ),
     }
 }

@@ -20,7 +20,7 @@ pub mod telemetry;
 
 pub use app::{
     bind, bootstrap, open_state, print_bootstrap, route_table, router, serve, serve_with,
-    shutdown_signal,
+    shutdown_signal, warm_online_store,
 };
 pub use config::{ConfigOverrides, LogFormat, ServerConfig};
 pub use state::AppState;

@@ -71,6 +71,7 @@ pub async fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
     let listener = ghaf_server::bind(config.listen).await?;
     let address = listener.local_addr()?;
     let state = ghaf_server::open_state(&config).await?;
+    ghaf_server::warm_online_store(&state).await;
     if config.bootstrap.enabled
         && let Some(created) = ghaf_server::bootstrap(&state).await?
     {

@@ -16,7 +16,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHa
 
 use super::codec;
 use super::{
-    EntityKey, OnlineRow, OnlineScope, OnlineStore, PickedRow, WriteCounts, backend_error,
+    EntityKey, OnlineRow, OnlineScope, OnlineStore, PickedRow, Warmed, WriteCounts, backend_error,
 };
 use crate::FeatureError;
 
@@ -51,17 +51,6 @@ fn table_name(scope: &OnlineScope) -> String {
         scope.view,
         scope.version
     )
-}
-
-/// Counts of the rows [`RedbOnlineStore::warm`] read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Warmed {
-    /// View version tables read, in whole or in part.
-    pub tables: u64,
-    /// Rows read.
-    pub rows: u64,
-    /// Bytes of the keys and rows read.
-    pub bytes: u64,
 }
 
 /// Counts of a conversion from the single legacy table.
@@ -205,33 +194,37 @@ impl RedbOnlineStore {
         Ok(Some(converted))
     }
 
-    /// Reads the rows of the view version tables in name order until about `max_bytes` of
-    /// keys and rows have been read, so that redb's page cache contains their pages. Without
-    /// it, the first reads after a start each fetch their pages from the file and grow the
-    /// process's memory page by page, which on a fresh machine puts milliseconds into the
-    /// tail latency of online reads until every page has been read once. 0 reads nothing.
-    pub fn warm(&self, max_bytes: u64) -> Result<Warmed, FeatureError> {
-        let mut warmed = Warmed::default();
-        if max_bytes == 0 {
-            return Ok(warmed);
+    /// Returns the names of the view version tables in the order [`OnlineStore::warm`]
+    /// reads them. The newest version of each view comes first and older versions follow
+    /// from the newest down, so a budget smaller than the store goes to the versions that
+    /// reads use.
+    ///
+    /// NOTE: tables of deleted views, projects and tenants stay in the file and are warmed
+    /// like live ones, because the store does not know which views still exist.
+    fn tables_to_warm(tx: &redb::ReadTransaction) -> Result<Vec<String>, FeatureError> {
+        let mut tables: Vec<(String, String, i64)> = tx
+            .list_tables()
+            .map_err(failed)?
+            .filter(|handle| handle.name().starts_with(TABLE_PREFIX))
+            .map(|handle| {
+                let name = handle.name().to_owned();
+                let (view, version) = match name.rsplit_once("@v") {
+                    Some((view, version)) => (view.to_owned(), version.parse().unwrap_or(0)),
+                    None => (name.clone(), 0),
+                };
+                (name, view, version)
+            })
+            .collect();
+        let mut newest: std::collections::HashMap<String, i64> = Default::default();
+        for (_, view, version) in &tables {
+            let entry = newest.entry(view.clone()).or_insert(*version);
+            *entry = (*entry).max(*version);
         }
-        let tx = self.db.begin_read().map_err(failed)?;
-        for handle in tx.list_tables().map_err(failed)? {
-            if !handle.name().starts_with(TABLE_PREFIX) {
-                continue;
-            }
-            let table = tx.open_table(rows_table(handle.name())).map_err(failed)?;
-            warmed.tables += 1;
-            for entry in table.iter().map_err(failed)? {
-                let (key, row) = entry.map_err(failed)?;
-                warmed.rows += 1;
-                warmed.bytes += (key.value().len() + row.value().len()) as u64;
-                if warmed.bytes >= max_bytes {
-                    return Ok(warmed);
-                }
-            }
-        }
-        Ok(warmed)
+        tables.sort_by_key(|(name, view, version)| {
+            let older = newest[view] != *version;
+            (older, std::cmp::Reverse(*version), name.clone())
+        });
+        Ok(tables.into_iter().map(|(name, _, _)| name).collect())
     }
 
     fn write_blocking(
@@ -354,6 +347,27 @@ impl OnlineStore for RedbOnlineStore {
         })
         .await
         .map_err(failed)?
+    }
+
+    fn warm(&self, max_bytes: u64) -> Result<Warmed, FeatureError> {
+        let mut warmed = Warmed::default();
+        if max_bytes == 0 {
+            return Ok(warmed);
+        }
+        let tx = self.db.begin_read().map_err(failed)?;
+        for name in Self::tables_to_warm(&tx)? {
+            let table = tx.open_table(rows_table(&name)).map_err(failed)?;
+            warmed.tables += 1;
+            for entry in table.iter().map_err(failed)? {
+                let (key, row) = entry.map_err(failed)?;
+                warmed.rows += 1;
+                warmed.bytes += (key.value().len() + row.value().len()) as u64;
+                if warmed.bytes >= max_bytes {
+                    return Ok(warmed);
+                }
+            }
+        }
+        Ok(warmed)
     }
 
     fn backend(&self) -> &'static str {
@@ -518,26 +532,54 @@ mod tests {
         assert_eq!(rows, vec![None, None]);
     }
 
-    /// The warm-up reads every view version's table, stops once its byte budget is used,
-    /// and leaves the rows readable.
+    /// The warm-up reads the view version tables, newest version first, stops once its
+    /// byte budget is used, and skips tables that contain no view version's rows.
     #[tokio::test]
     async fn warm_reads_tables_up_to_the_budget() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RedbOnlineStore::open(&dir.path().join("online.redb")).unwrap();
+        let path = dir.path().join("online.redb");
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(TableDefinition::<&str, &str>::new("other"))
+                .unwrap()
+                .insert("key", "value")
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = RedbOnlineStore::open(&path).unwrap();
         assert_eq!(store.warm(1 << 30).unwrap(), Warmed::default());
+        let mut encoded_bytes = 0;
         for version in [1, 2] {
-            let rows = (1..=50)
+            let rows: Vec<_> = (1..=50)
                 .map(|id| (entity(id), row(10, id as f64)))
                 .collect();
+            for (key, row) in &rows {
+                let mut bytes = Vec::new();
+                key.encode_into(&mut bytes);
+                codec::encode_into(row, &mut bytes).unwrap();
+                encoded_bytes += bytes.len() as u64;
+            }
             store.write(&scope("trips", version), rows).await.unwrap();
         }
 
         let all = store.warm(1 << 30).unwrap();
-        assert_eq!((all.tables, all.rows), (2, 100));
-        assert!(all.bytes > 100 * br#"{"driver_id":1}"#.len() as u64);
-        // A budget of one byte stops after the first row.
+        assert_eq!(all.tables, 2);
+        assert_eq!(all.rows, 100);
+        assert_eq!(all.bytes, encoded_bytes);
+        // A budget of one byte stops after the first row of the newest version.
         let one = store.warm(1).unwrap();
-        assert_eq!((one.tables, one.rows), (1, 1));
+        assert_eq!(one.tables, 1);
+        assert_eq!(one.rows, 1);
+        let tx = store.db.begin_read().unwrap();
+        let order = RedbOnlineStore::tables_to_warm(&tx).unwrap();
+        assert_eq!(
+            order,
+            vec![
+                table_name(&scope("trips", 2)),
+                table_name(&scope("trips", 1))
+            ]
+        );
         assert_eq!(store.warm(0).unwrap(), Warmed::default());
 
         let read = store.read(&scope("trips", 2), &[entity(7)]).await.unwrap();

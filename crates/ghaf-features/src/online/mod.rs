@@ -20,7 +20,7 @@ use ghaf_core::{ProjectId, TenantId};
 use serde::{Deserialize, Serialize};
 
 pub use cache::{DEFINITION_CACHE_TTL, DefinitionCache, OnlineView};
-pub use embedded::{RedbOnlineStore, Warmed};
+pub use embedded::RedbOnlineStore;
 pub use redis_store::RedisOnlineStore;
 
 use crate::FeatureError;
@@ -173,8 +173,28 @@ pub trait OnlineStore: Send + Sync {
             .collect())
     }
 
+    /// Reads stored rows into the backend's cache in this process until about `max_bytes`
+    /// of keys and rows are read, so the first reads after a start find them in memory.
+    /// It blocks the calling thread, so call it from a blocking thread. The default reads
+    /// nothing, for backends that keep no cache in this process.
+    fn warm(&self, max_bytes: u64) -> Result<Warmed, FeatureError> {
+        let _ = max_bytes;
+        Ok(Warmed::default())
+    }
+
     /// Name of the backend for logs and errors.
     fn backend(&self) -> &'static str;
+}
+
+/// Counts of the rows [`OnlineStore::warm`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Warmed {
+    /// View version tables read, in whole or in part.
+    pub tables: u64,
+    /// Rows read.
+    pub rows: u64,
+    /// Bytes of the keys and rows read.
+    pub bytes: u64,
 }
 
 /// Status of one returned value, named as in Feast's serving API.
