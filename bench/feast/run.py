@@ -21,7 +21,8 @@ drives it over HTTP:
           one kept-alive connection, the same request counts as the harness. With
           `--floor`, the same reads are then timed against the `http_floor` example of
           ghaf-server, which returns Ghaf's response of that size and does no other
-          work. What remains of a latency there is the client's and the machine's.
+          work. What remains of a latency there is what no handler can remove: the
+          client's work, hyper's and tokio's, the loopback round trip and the wake-ups.
 
 The server is restarted before each phase, so its peak RSS (VmHWM) is per phase, as the
 harness reports per-process peaks for Feast. Run with the venv of bench/feast/setup.sh:
@@ -449,7 +450,8 @@ def online_reads(ghaf, config, iters):
             lambda request: ghaf.call("POST", path, request), config, batch, count, rng)
         assert len(response["results"][1]["values"]) == batch
         assert all(s == "PRESENT" for s in response["results"][1]["statuses"])
-        # Ghaf writes compact JSON, so the floor's body has the same size.
+        # Ghaf writes compact JSON, so the floor's body has about the same size (Python
+        # writes some floats differently, such as 1e-05 for 1e-5).
         bodies[batch] = json.dumps(response, separators=(",", ":")).encode()
     return results, bodies
 
@@ -489,6 +491,7 @@ class Floor:
 
     def stop(self):
         """Stop the responder's process group, the one this object started."""
+        self.process.stdout.close()
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:

@@ -175,7 +175,7 @@ pub async fn feature_store(
 }
 
 /// Reads up to `features.online_warm_bytes` of the online store's rows into its cache in
-/// this process, so the first online reads after a start need no file reads. `ghaf server`
+/// this process, so the first online reads after a start need fewer file reads. `ghaf server`
 /// calls it before it accepts requests. A failure only costs speed, so it is logged and
 /// the server starts.
 pub async fn warm_online_store(state: &AppState) {
@@ -204,10 +204,15 @@ pub async fn warm_online_store(state: &AppState) {
             %error,
             "failed to read the online store into its cache. The first reads fetch their rows from the store"
         ),
-        Err(error) => tracing::error!(
+        Err(error) if error.is_panic() => tracing::error!(
             backend,
             %error,
             "the online store warm-up panicked. The first reads fetch their rows from the store"
+        ),
+        Err(error) => tracing::warn!(
+            backend,
+            %error,
+            "the online store warm-up was cancelled. The first reads fetch their rows from the store"
         ),
     }
 }

@@ -237,8 +237,9 @@ impl Default for FeaturesConfig {
             redis_url: "redis://127.0.0.1:6379/0".into(),
             redis_key_prefix: "ghaf:features:".into(),
             table_cache_max_bytes: 4 * 1024 * 1024 * 1024,
-            // Pages took 1.3-3x the bytes of their rows in the Feast benchmark, so this
-            // stays within redb's default page cache of 1 GiB.
+            // The pages took an estimated 1.3-3x the bytes of their rows in the Feast
+            // benchmark (RSS before and after), so this stays within redb's default cache of
+            // 1 GiB. The cache holds no writes at start; later the write buffer shares it.
             online_warm_bytes: 256 * 1024 * 1024,
         }
     }

@@ -197,7 +197,7 @@ impl RedbOnlineStore {
     /// Returns the names of the view version tables in the order [`OnlineStore::warm`]
     /// reads them. The newest version of each view comes first and older versions follow
     /// from the newest down, so a budget smaller than the store goes to the versions that
-    /// reads use.
+    /// reads use unless a feature service pins an older one.
     ///
     /// NOTE: tables of deleted views, projects and tenants stay in the file and are warmed
     /// like live ones, because the store does not know which views still exist.
@@ -220,10 +220,14 @@ impl RedbOnlineStore {
             let entry = newest.entry(view.clone()).or_insert(*version);
             *entry = (*entry).max(*version);
         }
-        tables.sort_by_key(|(name, view, version)| {
-            let older = newest[view] != *version;
-            (older, std::cmp::Reverse(*version), name.clone())
-        });
+        let order = |(name, view, version): &(String, String, i64)| {
+            (
+                newest[view] != *version,
+                std::cmp::Reverse(*version),
+                name.clone(),
+            )
+        };
+        tables.sort_by_cached_key(order);
         Ok(tables.into_iter().map(|(name, _, _)| name).collect())
     }
 
@@ -549,37 +553,70 @@ mod tests {
         }
         let store = RedbOnlineStore::open(&path).unwrap();
         assert_eq!(store.warm(1 << 30).unwrap(), Warmed::default());
+        // Version 10 of `trips` has rows of another size, so the bytes of a one-row warm-up
+        // show which table it read.
+        let wide = |id: i64| OnlineRow {
+            event_micros: 10,
+            created_micros: i64::MIN,
+            values: [
+                ("rate".to_owned(), json!(id as f64)),
+                ("label".to_owned(), json!("a longer value")),
+            ]
+            .into(),
+        };
+        let tables = [
+            (scope("trips", 2), false),
+            (scope("trips", 10), true),
+            (scope("clicks", 1), false),
+        ];
         let mut encoded_bytes = 0;
-        for version in [1, 2] {
+        // Encoded key and length of key plus row, for the rows of version 10.
+        let mut wide_rows = Vec::new();
+        for (scope, is_wide) in &tables {
             let rows: Vec<_> = (1..=50)
-                .map(|id| (entity(id), row(10, id as f64)))
+                .map(|id| {
+                    let row = if *is_wide {
+                        wide(id)
+                    } else {
+                        row(10, id as f64)
+                    };
+                    (entity(id), row)
+                })
                 .collect();
             for (key, row) in &rows {
                 let mut bytes = Vec::new();
                 key.encode_into(&mut bytes);
+                let key_len = bytes.len();
                 codec::encode_into(row, &mut bytes).unwrap();
                 encoded_bytes += bytes.len() as u64;
+                if *is_wide {
+                    wide_rows.push((bytes[..key_len].to_vec(), bytes.len() as u64));
+                }
             }
-            store.write(&scope("trips", version), rows).await.unwrap();
+            store.write(scope, rows).await.unwrap();
         }
+        // redb iterates a table in key order.
+        let first_wide_row_bytes = wide_rows.iter().min().unwrap().1;
 
         let all = store.warm(1 << 30).unwrap();
-        assert_eq!(all.tables, 2);
-        assert_eq!(all.rows, 100);
+        assert_eq!(all.tables, 3);
+        assert_eq!(all.rows, 150);
         assert_eq!(all.bytes, encoded_bytes);
-        // A budget of one byte stops after the first row of the newest version.
-        let one = store.warm(1).unwrap();
-        assert_eq!(one.tables, 1);
-        assert_eq!(one.rows, 1);
         let tx = store.db.begin_read().unwrap();
         let order = RedbOnlineStore::tables_to_warm(&tx).unwrap();
         assert_eq!(
             order,
             vec![
+                table_name(&scope("trips", 10)),
+                table_name(&scope("clicks", 1)),
                 table_name(&scope("trips", 2)),
-                table_name(&scope("trips", 1))
             ]
         );
+        // A budget of one byte stops after the first row of the newest version.
+        let one = store.warm(1).unwrap();
+        assert_eq!(one.tables, 1);
+        assert_eq!(one.rows, 1);
+        assert_eq!(one.bytes, first_wide_row_bytes);
         assert_eq!(store.warm(0).unwrap(), Warmed::default());
 
         let read = store.read(&scope("trips", 2), &[entity(7)]).await.unwrap();
