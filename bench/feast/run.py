@@ -211,6 +211,19 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def stop_group(process, timeout):
+    """Send SIGTERM to the process group of `process`, which this script started in a
+    session of its own, and SIGKILL if it has not exited after `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 class Ghaf:
     """`ghaf server` on a data directory; the admin token of the first start is kept in
     `<data_dir>/bench-token` so the server can be started again on the same directory."""
@@ -266,13 +279,7 @@ class Ghaf:
     def __exit__(self, *exc):
         if self.conn:
             self.conn.close()
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, timeout=60)
         return False
 
     def peak_rss_mb(self):
@@ -492,13 +499,7 @@ class Floor:
     def stop(self):
         """Stop the responder's process group, the one this object started."""
         self.process.stdout.close()
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, timeout=30)
 
     def call(self, request):
         # The same work per request as Ghaf.call: headers, JSON in and out.

@@ -58,7 +58,7 @@ async fn main() -> Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         if let Err(error) = stream.set_nodelay(true) {
-            eprintln!("cannot set TCP_NODELAY: {error}");
+            eprintln!("failed to set TCP_NODELAY on a connection, serving it without: {error}");
         }
         let body = body.clone();
         let service = tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {

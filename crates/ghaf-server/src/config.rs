@@ -239,7 +239,7 @@ impl Default for FeaturesConfig {
             table_cache_max_bytes: 4 * 1024 * 1024 * 1024,
             // The pages took an estimated 1.3-3x the bytes of their rows in the Feast
             // benchmark (RSS before and after), so this stays within redb's default cache of
-            // 1 GiB. The cache holds no writes at start; later the write buffer shares it.
+            // 1 GiB. The cache contains no writes at start, but later the write buffer shares it.
             online_warm_bytes: 256 * 1024 * 1024,
         }
     }

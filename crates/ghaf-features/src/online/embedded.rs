@@ -196,8 +196,8 @@ impl RedbOnlineStore {
 
     /// Returns the names of the view version tables in the order [`OnlineStore::warm`]
     /// reads them. The newest version of each view comes first and older versions follow
-    /// from the newest down, so a budget smaller than the store goes to the versions that
-    /// reads use unless a feature service pins an older one.
+    /// from the newest down. A budget smaller than the store therefore goes to the versions
+    /// that reads use, unless a feature service pins an older one.
     ///
     /// NOTE: tables of deleted views, projects and tenants stay in the file and are warmed
     /// like live ones, because the store does not know which views still exist.
@@ -613,10 +613,10 @@ mod tests {
             ]
         );
         // A budget of one byte stops after the first row of the newest version.
-        let one = store.warm(1).unwrap();
-        assert_eq!(one.tables, 1);
-        assert_eq!(one.rows, 1);
-        assert_eq!(one.bytes, first_wide_row_bytes);
+        let first_row = store.warm(1).unwrap();
+        assert_eq!(first_row.tables, 1);
+        assert_eq!(first_row.rows, 1);
+        assert_eq!(first_row.bytes, first_wide_row_bytes);
         assert_eq!(store.warm(0).unwrap(), Warmed::default());
 
         let read = store.read(&scope("trips", 2), &[entity(7)]).await.unwrap();
